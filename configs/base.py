@@ -1,0 +1,74 @@
+"""Shared defaults for every digit experiment (SPEC §3): LeNet-sized 28×28×1 images.
+
+Each pair's config file starts from `get_config()` here and changes only what differs, so an
+override such as `--config.source.epochs=5` means the same thing for every pair.
+"""
+
+import ml_collections
+
+
+def _optimizer_section(epochs, batch_size, learning_rate, beta_1=0.9, beta_2=0.999):
+  return dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+              beta_1=beta_1, beta_2=beta_2)
+
+
+def get_config():
+  """Defaults: the release's digit hyper-parameters with epochs sized for the offline data."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  # Where to stop early in tests and benches: 0 means "run the configured epochs".
+  config.max_steps = 0
+
+  config.data = ml_collections.ConfigDict(dict(
+      image_size=28,
+      channels=1,
+      shuffle_buffer=10_000,
+      cache=True,
+  ))
+  config.model = ml_collections.ConfigDict(dict(
+      classifier='lenet',              # lenet | dtn
+      num_classes=10,
+      generator='digit',               # digit (paper) | resnet9 (release)
+      generator_dropout=0.0,
+      image_discriminator='patchgan',  # patchgan (release) | conv6 (paper)
+      feature_discriminator_input='logits',  # logits (release) | features
+  ))
+  config.train = ml_collections.ConfigDict(dict(
+      log_every_steps=50,        # progress line, TensorBoard scalars, NaN check
+      checkpoint_every_steps=200,
+      steps_per_call=10,         # compiled steps per tf.function call
+      jit_compile=False,
+      max_checkpoints_to_keep=2,
+  ))
+
+  config.source = ml_collections.ConfigDict(_optimizer_section(
+      epochs=20, batch_size=128, learning_rate=1e-3))
+  config.target_only = ml_collections.ConfigDict(_optimizer_section(
+      epochs=20, batch_size=128, learning_rate=1e-3))
+
+  config.pixel = ml_collections.ConfigDict(dict(
+      _optimizer_section(epochs=20, batch_size=64, learning_rate=2e-4, beta_1=0.5),
+      decay_epochs=10,             # linear decay to 0 over the last N epochs; 0 disables
+      pool_size=50,
+      gan_weight_st=2.0,
+      gan_weight_ts=1.0,
+      cycle_weight=10.0,
+      identity_weight=0.0,
+      semantic_weight=1.0,
+      semantic_labels='predicted',  # predicted (paper Eq. 4) | true (release, S→T term)
+      image_every_steps=500,
+  ))
+  config.task = ml_collections.ConfigDict(dict(
+      _optimizer_section(epochs=20, batch_size=128, learning_rate=1e-3),
+      init_from='source',  # source | scratch
+  ))
+  config.feature = ml_collections.ConfigDict(dict(
+      _optimizer_section(epochs=10, batch_size=128, learning_rate=1e-5),
+      discriminator_learning_rate=1e-5,
+      from_stage='task',        # task (pixel+feat) | source (feature only, ADDA)
+      source_encoder='init',    # init: frozen copy of the starting model (release) | source: f_S
+      gate_threshold=0.6,
+      gate_window=1,            # steps averaged for the gate (segmentation: 100)
+  ))
+  config.eval = ml_collections.ConfigDict(dict(batch_size=500))
+  return config

@@ -1,0 +1,100 @@
+"""The source set rendered in target style by G_ST, written once as a domain of its own.
+
+The `task` stage trains f_T on (G_ST(x_s), y_s) and the `feature` stage uses the same images as
+its source side. Translating once into TFRecords (uint8, exactly what the exported translator
+returns) instead of on every step means the generator runs once per image rather than once per
+image per epoch, both stages see identical inputs, and users can inspect the result. The
+directory is then an ordinary domain, `translated:DIR`, for every pipeline function.
+
+Layout: `DIR/<split>.tfrecord` and `DIR/info.json`; info.json is written last, atomically, so a
+directory without it is an interrupted translation and is redone.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from cycada_tf.errors import UserError
+
+PREFIX = 'translated:'
+INFO_FILE = 'info.json'
+
+
+def to_uint8(images):
+  """[-1, 1] floats → uint8 0..255, the inverse of the pipeline's scaling (rounded)."""
+  return tf.cast(tf.round(tf.clip_by_value((images + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
+
+
+def is_complete(directory):
+  return os.path.exists(os.path.join(directory, INFO_FILE))
+
+
+def write(directory, translate, datasets, num_classes, class_names):
+  """Writes `translate(images)` for each split's (images in [-1, 1], labels) batches.
+
+  `datasets` maps split name → dataset of float batches; `translate` maps a float batch to a
+  float batch in [-1, 1]. Returns the info dict written to info.json.
+  """
+  os.makedirs(directory, exist_ok=True)
+  counts, shape = {}, None
+  for split, dataset in datasets.items():
+    path = os.path.join(directory, f'{split}.tfrecord')
+    count = 0
+    with tf.io.TFRecordWriter(path + '.tmp') as writer:
+      for images, labels in dataset:
+        translated = to_uint8(translate(images)).numpy()
+        shape = list(translated.shape[1:])
+        for image, label in zip(translated, labels.numpy()):
+          example = tf.train.Example(features=tf.train.Features(feature={
+              'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+              'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+          }))
+          writer.write(example.SerializeToString())
+          count += 1
+    os.replace(path + '.tmp', path)
+    counts[split] = count
+  info = {'num_examples': counts, 'num_classes': int(num_classes),
+          'class_names': list(class_names), 'image_shape': shape}
+  tmp = os.path.join(directory, INFO_FILE + '.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(info, f, indent=2)
+  os.replace(tmp, os.path.join(directory, INFO_FILE))
+  return info
+
+
+def read_info(directory):
+  if not is_complete(directory):
+    raise UserError(f'translated domain {directory} is missing or incomplete (no {INFO_FILE}); '
+                    f'rerun the stage that writes it (--stage=task).')
+  with open(os.path.join(directory, INFO_FILE)) as f:
+    return json.load(f)
+
+
+def load(directory, split):
+  """Unbatched (uint8 image [H, W, C], int64 label) pairs in the order they were written."""
+  info = read_info(directory)
+  if split not in info['num_examples']:
+    raise UserError(f'translated domain {directory} has no {split!r} split; it has '
+                    f'{", ".join(sorted(info["num_examples"]))}.')
+  shape = info['image_shape']
+  features = {'image': tf.io.FixedLenFeature([], tf.string),
+              'label': tf.io.FixedLenFeature([], tf.int64)}
+
+  def parse(record):
+    parsed = tf.io.parse_single_example(record, features)
+    image = tf.reshape(tf.io.decode_raw(parsed['image'], tf.uint8), shape)
+    return image, parsed['label']
+
+  return tf.data.TFRecordDataset(os.path.join(directory, f'{split}.tfrecord')).map(
+      parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def read_all(directory, split):
+  """The whole split as numpy arrays (tests and inspection)."""
+  images, labels = [], []
+  for image, label in load(directory, split):
+    images.append(image.numpy())
+    labels.append(int(label))
+  return np.stack(images), np.array(labels)

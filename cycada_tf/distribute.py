@@ -1,0 +1,89 @@
+"""Which `tf.distribute` strategy runs training, and where each worker may write.
+
+One place decides the strategy so that every stage, the benchmark and the tests agree:
+`auto` mirrors over all local GPUs when there are any and otherwise uses the default strategy;
+`--cpu_replicas=N` splits the CPU into N logical devices so MirroredStrategy with N replicas runs
+on any machine (tests, and users checking a multi-replica setup before renting GPUs).
+"""
+
+import json
+import os
+import tempfile
+
+import tensorflow as tf
+
+from cycada_tf.errors import UserError
+
+STRATEGIES = ('auto', 'one_device', 'mirrored', 'multi_worker')
+
+
+def configure_cpu_replicas(num_replicas):
+  """Splits the first CPU into `num_replicas` logical devices; must run before TF initialises."""
+  if num_replicas <= 1:
+    return
+  cpus = tf.config.list_physical_devices('CPU')
+  try:
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_replicas)
+  except RuntimeError as e:
+    raise UserError(f'--cpu_replicas={num_replicas} must be set before TensorFlow starts '
+                    f'running ops ({e}).') from None
+
+
+def create_strategy(name='auto', cpu_replicas=0):
+  """Returns the strategy called `name`, after splitting the CPU if `cpu_replicas` > 1."""
+  if name not in STRATEGIES:
+    raise UserError(f'unknown --strategy={name!r}; valid: {", ".join(STRATEGIES)}.')
+  if name == 'multi_worker':
+    if 'TF_CONFIG' not in os.environ:
+      raise UserError('--strategy=multi_worker needs the TF_CONFIG environment variable '
+                      '(cluster and task); see the README section "Many machines".')
+    configure_cpu_replicas(cpu_replicas)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  configure_cpu_replicas(cpu_replicas)
+  gpus = tf.config.list_logical_devices('GPU')
+  if cpu_replicas > 1:
+    devices = [d.name for d in tf.config.list_logical_devices('CPU')]
+    return tf.distribute.MirroredStrategy(devices)
+  if name == 'mirrored':
+    return tf.distribute.MirroredStrategy()
+  if name == 'one_device':
+    return tf.distribute.OneDeviceStrategy('/gpu:0' if gpus else '/cpu:0')
+  # auto
+  if gpus:
+    return tf.distribute.MirroredStrategy()
+  return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+  """True on the one worker that writes summaries, metrics.json and exports."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return True
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type in (None, 'chief'):
+    return True
+  cluster = resolver.cluster_spec().as_dict()
+  return task_type == 'worker' and task_id == 0 and 'chief' not in cluster
+
+
+def worker_dir(path, strategy):
+  """Where this worker writes checkpoints: `path` on the chief, a temporary directory elsewhere.
+
+  MultiWorkerMirroredStrategy needs every worker to save (saving is collective), but only the
+  chief's copy is kept; the others write to throwaway directories, as TF documents.
+  """
+  if is_chief(strategy):
+    return path
+  task_id = strategy.cluster_resolver.task_id
+  return os.path.join(tempfile.gettempdir(), f'cycada_worker{task_id}',
+                      os.path.basename(os.path.normpath(path)))
+
+
+def describe(strategy):
+  """One line for logs: strategy class, replicas, and the worker's role."""
+  role = 'chief' if is_chief(strategy) else 'worker'
+  cluster = json.loads(os.environ.get('TF_CONFIG', '{}')).get('cluster', {})
+  workers = sum(len(v) for v in cluster.values()) or 1
+  return (f'{type(strategy).__name__}: {strategy.num_replicas_in_sync} replica(s), '
+          f'{workers} worker(s), this one is the {role}')

@@ -1,0 +1,11 @@
+"""The one exception type meant for users.
+
+Everything a user can get wrong (an unknown dataset, a missing earlier stage, an unprepared TFDS
+dataset while offline, a corrupt image, a bad tensor at the serving signature) raises `UserError`
+with a message that names the thing at fault and the fix. `train/main.py` catches it once, prints
+it as one line and exits with code 2, so users never see a traceback from deep inside TF.
+"""
+
+
+class UserError(Exception):
+  """A problem with the user's input, with a message that says how to fix it."""

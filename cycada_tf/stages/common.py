@@ -1,0 +1,172 @@
+"""What every stage shares: where it writes, what it needs, how it builds and evaluates models.
+
+One place decides each of these so that stages stay short: the stage directory layout
+(`<model_dir>/<stage>/` with `checkpoints/`, TensorBoard events and `metrics.json`), the
+prerequisite check that names the stage to run first, variable creation before the first
+compiled step, and evaluation of a classifier on a domain's test split.
+"""
+
+import dataclasses
+import os
+import json
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cycada_tf import distribute
+from cycada_tf import metrics as metrics_lib
+from cycada_tf import models
+from cycada_tf import trainer
+from cycada_tf.data import pipeline
+from cycada_tf.errors import UserError
+
+METRICS_FILE = 'metrics.json'
+
+
+@dataclasses.dataclass
+class Context:
+  """The run-wide facts a stage needs: config, dataset pair, directories and strategy."""
+  config: object  # ml_collections.ConfigDict
+  pair: object  # cycada_tf.data.pairs.Pair
+  model_dir: str
+  data_dir: object = None
+  strategy: object = None
+
+  def __post_init__(self):
+    if self.strategy is None:
+      self.strategy = tf.distribute.get_strategy()
+
+  @property
+  def image_shape(self):
+    return tuple(self.pair.image_shape)
+
+  @property
+  def seed(self):
+    return int(self.config.seed)
+
+  @property
+  def is_chief(self):
+    return distribute.is_chief(self.strategy)
+
+  def stage_dir(self, stage_name):
+    return os.path.join(self.model_dir, stage_name)
+
+  def metrics_path(self, stage_name):
+    return os.path.join(self.stage_dir(stage_name), METRICS_FILE)
+
+  def is_done(self, stage_name):
+    return os.path.exists(self.metrics_path(stage_name))
+
+  def read_metrics(self, stage_name):
+    with open(self.metrics_path(stage_name)) as f:
+      return json.load(f)
+
+  def command_for(self, stage_name):
+    """The command that runs `stage_name` for this pair and model_dir, for error messages."""
+    dataset = (f'--dataset={self.pair.name}' if not self.pair.name.startswith('custom:')
+               else f'--source={self.pair.source} --target={self.pair.target}')
+    return f'python -m train.main --stage={stage_name} {dataset} --model_dir={self.model_dir}'
+
+  def require(self, stage_name, needed_by):
+    """Raises a UserError naming the command to run if `stage_name` has not finished."""
+    if not self.is_done(stage_name):
+      raise UserError(
+          f'stage {needed_by!r} needs the finished {stage_name!r} stage, but '
+          f'{self.metrics_path(stage_name)} does not exist; run `{self.command_for(stage_name)}` '
+          f'first (or --stage=all).')
+
+
+def epoch_seed(seed, epoch, stream=0):
+  """A distinct, reproducible shuffle seed for each (run seed, epoch, input stream)."""
+  return int(seed) * 1_000_003 + int(epoch) * 7_919 + int(stream) * 104_729
+
+
+def adam(section, learning_rate=None):
+  """The Adam optimizer a config section describes (learning_rate, beta_1, beta_2)."""
+  return keras.optimizers.Adam(
+      learning_rate=section.learning_rate if learning_rate is None else learning_rate,
+      beta_1=section.get('beta_1', 0.9), beta_2=section.get('beta_2', 0.999))
+
+
+def build_network(network, input_shape):
+  """Creates `network`'s variables with a dummy batch, so the first compiled step finds them."""
+  network(tf.zeros((1,) + tuple(input_shape)), training=False)
+  return network
+
+
+def new_classifier(ctx):
+  """A fresh task network for this pair (LeNet or DTN, by config), variables created."""
+  return build_network(
+      models.build_classifier(ctx.config.model.classifier, ctx.config.model.num_classes),
+      ctx.image_shape)
+
+
+def build_optimizer(optimizer, network):
+  optimizer.build(network.trainable_variables)
+  return optimizer
+
+
+def load_classifier(ctx, stage_name, needed_by):
+  """The classifier a finished stage trained (source, target_only, task or feature)."""
+  ctx.require(stage_name, needed_by)
+  classifier = new_classifier(ctx)
+  trainer.restore_models(ctx.stage_dir(stage_name), {'classifier': classifier},
+                         what=f'stage {needed_by!r} loading the {stage_name!r} classifier')
+  return classifier
+
+
+def confusion_matrix(ctx, classifier, domain_spec, split='test'):
+  """The confusion matrix of `classifier` on one domain split (whole split, in order)."""
+  dataset = pipeline.domain_dataset(
+      domain_spec, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
+      data_dir=ctx.data_dir, shuffle=False, repeat=False, drop_remainder=False)
+
+  @tf.function
+  def predict(images):
+    logits, _ = classifier(images, training=False)
+    return tf.argmax(logits, axis=-1)
+
+  matrix = metrics_lib.ConfusionMatrix(ctx.config.model.num_classes)
+  for images, labels in dataset:
+    matrix.update(labels.numpy(), predict(images).numpy())
+  return matrix.matrix
+
+
+def accuracy_on(ctx, classifier, domain_spec, split='test'):
+  return float(metrics_lib.accuracy(confusion_matrix(ctx, classifier, domain_spec, split)))
+
+
+def fit_summary(result):
+  """The part of metrics.json that describes how training went."""
+  return {
+      'steps': result.steps,
+      'epochs_completed': result.epochs_completed,
+      'stop_reason': result.stop_reason,
+      'train_seconds': round(result.seconds, 2),
+      'final_train_metrics': {k: float(v) for k, v in result.final_metrics.items()},
+  }
+
+
+def write_stage_metrics(ctx, stage_name, payload):
+  """Writes `<stage>/metrics.json` on the chief; its existence marks the stage as finished."""
+  payload = dict(payload, stage=stage_name, pair=ctx.pair.name, seed=ctx.seed)
+  if ctx.is_chief:
+    trainer.write_json_atomically(ctx.metrics_path(stage_name), _plain(payload))
+    shown = ', '.join(f'{k}={v:.4f}' for k, v in sorted(payload.items())
+                      if k.endswith('accuracy') and isinstance(v, float))
+    print(f'[{stage_name}] done: {shown} → {ctx.metrics_path(stage_name)}', flush=True)
+  return payload
+
+
+def _plain(value):
+  """Converts numpy scalars/arrays inside `value` to JSON-ready Python values."""
+  if isinstance(value, dict):
+    return {str(k): _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, np.generic):
+    return value.item()
+  return value

@@ -1,0 +1,55 @@
+"""Stage `eval`: a finished stage's classifier on the target test set, in detail.
+
+Writes `<model_dir>/eval/<evaluated stage>/metrics.json` (accuracy, per-class accuracy, the
+confusion matrix), a confusion-matrix PNG beside it and the same picture as a TensorBoard image.
+"""
+
+import os
+
+import tensorflow as tf
+
+from cycada_tf import metrics as metrics_lib
+from cycada_tf import summaries
+from cycada_tf.data import domains
+from cycada_tf.errors import UserError
+from cycada_tf.stages import common
+
+# Stages whose output is a target classifier, in the order `export` prefers them.
+CLASSIFIER_STAGES = ('feature', 'task', 'feature_only', 'source', 'target_only')
+
+
+def latest_classifier_stage(ctx):
+  """The most adapted finished stage: feature, else task, else source."""
+  for stage_name in ('feature', 'task', 'source'):
+    if ctx.is_done(stage_name):
+      return stage_name
+  raise UserError(f'no finished classifier stage in {ctx.model_dir}; run '
+                  f'`{ctx.command_for("source")}` (or --stage=all) first.')
+
+
+def run(ctx, eval_stage=None):
+  """Evaluates `eval_stage` (default: the latest adapted stage) on the target test split."""
+  eval_stage = eval_stage or latest_classifier_stage(ctx)
+  if eval_stage not in CLASSIFIER_STAGES:
+    raise UserError(f'--eval_stage={eval_stage!r} has no classifier; valid: '
+                    f'{", ".join(CLASSIFIER_STAGES)}.')
+  classifier = common.load_classifier(ctx, eval_stage, needed_by='eval')
+  matrix = common.confusion_matrix(ctx, classifier, ctx.pair.target)
+  class_names = domains.domain_info(ctx.pair.target, ctx.data_dir).class_names
+  out_name = os.path.join('eval', eval_stage)
+  out_dir = ctx.stage_dir(out_name)
+  payload = {
+      'evaluated_stage': eval_stage,
+      'domain': ctx.pair.target,
+      'split': 'test',
+      'target_test_accuracy': float(metrics_lib.accuracy(matrix)),
+      'per_class_accuracy': dict(zip(class_names, metrics_lib.per_class_accuracy(matrix))),
+      'confusion_matrix': matrix,
+      'class_names': list(class_names),
+  }
+  if ctx.is_chief:
+    picture = summaries.confusion_matrix_image(matrix, class_names)
+    summaries.save_png(picture, os.path.join(out_dir, 'confusion_matrix.png'))
+    with tf.summary.create_file_writer(out_dir).as_default():
+      summaries.write_image(f'confusion_matrix/{eval_stage}', picture, step=0)
+  return common.write_stage_metrics(ctx, out_name, payload)

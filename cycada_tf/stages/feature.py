@@ -1,0 +1,191 @@
+"""Stage `feature`: adversarial feature adaptation of f_T against D_feat (SPEC Eq. 5, ADDA style).
+
+`feature` (pixel+feat) starts f_T from the `task` model and uses translated source G_ST(x_s) as
+the source side; `--config.feature.from_stage=source` starts from f_S on untranslated source
+(feature only, i.e. ADDA) and writes to `<model_dir>/feature_only/`. The source side is seen
+through a frozen copy of the starting model (`source_encoder=init`, as the release's ADDA code
+does) or through f_S itself (`source_encoder=source`, Eq. 5 read literally).
+
+Gating (paper appendix 6.1): f_T is updated only while D_feat's accuracy, averaged over the last
+`gate_window` steps, is above `gate_threshold`; an epoch with no f_T update stops the stage.
+The gate is decided in cross-replica context from the global accuracy, so every replica and
+every worker takes the same branch.
+"""
+
+import tensorflow as tf
+
+from cycada_tf import losses
+from cycada_tf import models
+from cycada_tf import trainer
+from cycada_tf.data import domains
+from cycada_tf.data import pipeline
+from cycada_tf.errors import UserError
+from cycada_tf.stages import common
+from cycada_tf.stages import source as source_stage
+from cycada_tf.stages import task as task_stage
+
+FROM_STAGES = ('task', 'source')
+SOURCE_ENCODERS = ('init', 'source')
+DISCRIMINATOR_INPUTS = ('logits', 'features')
+
+
+def stage_name_for(config):
+  """`feature` for pixel+feat, `feature_only` for ADDA (so both can live in one model_dir)."""
+  return 'feature' if config.feature.from_stage == 'task' else 'feature_only'
+
+
+def _validate(section, discriminator_input):
+  for key, value, valid in (('from_stage', section.from_stage, FROM_STAGES),
+                            ('source_encoder', section.source_encoder, SOURCE_ENCODERS)):
+    if value not in valid:
+      raise UserError(f'--config.feature.{key}={value!r}; valid: {", ".join(valid)}.')
+  if discriminator_input not in DISCRIMINATOR_INPUTS:
+    raise UserError(f'--config.model.feature_discriminator_input={discriminator_input!r}; '
+                    f'valid: {", ".join(DISCRIMINATOR_INPUTS)}.')
+
+
+class GateState(tf.Module):
+  """D_feat accuracies of the last `window` steps and the count of f_T updates (checkpointed)."""
+
+  def __init__(self, window):
+    super().__init__()
+    self.window = max(int(window), 1)
+    self.history = tf.Variable(tf.zeros([self.window]), trainable=False, name='history')
+    self.seen = tf.Variable(0, dtype=tf.int64, trainable=False, name='seen')
+    self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='updates')
+
+  def record(self, accuracy):
+    """Adds this step's global D accuracy and returns the mean over the window so far."""
+    self.history.assign(tf.concat([self.history[1:], [accuracy]], axis=0))
+    self.seen.assign_add(1)
+    count = tf.minimum(self.seen, self.window)
+    return tf.reduce_sum(self.history[self.window - tf.cast(count, tf.int32):]) / \
+        tf.cast(count, tf.float32)
+
+
+def gate_open(window_accuracy, threshold):
+  """The paper's rule: update f_T only while D_feat is confidently right (accuracy > 60 %)."""
+  return window_accuracy > threshold
+
+
+def no_update_stop_reason(epoch, epoch_means):
+  """The stop rule: an epoch in which the gate never opened ends feature adaptation."""
+  if epoch_means.get('updated', 1.0) == 0.0:
+    return (f'no f_T update in epoch {epoch + 1}: D_feat accuracy never exceeded the gate '
+            f'threshold, so no suitable discriminator was found (paper appendix 6.1)')
+  return None
+
+
+def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name):
+  section = ctx.config.feature
+  batch_size = int(section.batch_size)
+  use_logits = ctx.config.model.feature_discriminator_input == 'logits'
+  strategy = ctx.strategy
+  with strategy.scope():
+    d_optimizer = common.build_optimizer(
+        common.adam(section, section.discriminator_learning_rate), discriminator)
+    f_optimizer = common.build_optimizer(common.adam(section), f_t)
+    gate = GateState(section.gate_window)
+
+  def represent(network, images, training):
+    logits, features = network(images, training=training)
+    return logits if use_logits else features
+
+  def discriminator_step(batch):
+    (xs, _), (xt, _) = batch
+    source_repr = tf.stop_gradient(represent(source_encoder, xs, training=False))
+    target_repr = tf.stop_gradient(represent(f_t, xt, training=True))
+    with tf.GradientTape() as tape:
+      d_source = discriminator(source_repr, training=True)
+      d_target = discriminator(target_repr, training=True)
+      d_loss = losses.average(losses.feature_discriminator_loss(d_source, d_target), batch_size)
+    variables = discriminator.trainable_variables
+    d_optimizer.apply_gradients(zip(tape.gradient(d_loss, variables), variables))
+    correct = losses.discriminator_accuracy(d_source, d_target)
+    return {'loss/discriminator': d_loss,
+            'discriminator_accuracy': tf.reduce_sum(correct) / (2.0 * batch_size)}
+
+  def target_step(batch):
+    _, (xt, _) = batch
+    with tf.GradientTape() as tape:
+      d_target = discriminator(represent(f_t, xt, training=True), training=True)
+      loss = losses.average(losses.feature_generator_loss(d_target), batch_size)
+    variables = f_t.trainable_variables
+    f_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return loss
+
+  def summed(per_replica):
+    return tf.nest.map_structure(
+        lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), per_replica)
+
+  def cross_replica_step(batch):
+    outputs = summed(strategy.run(discriminator_step, args=(batch,)))
+    window_accuracy = gate.record(outputs['discriminator_accuracy'])
+
+    def update():
+      gate.updates.assign_add(1)
+      return summed(strategy.run(target_step, args=(batch,))), tf.constant(1.0)
+
+    def skip():
+      return tf.constant(0.0), tf.constant(0.0)
+
+    target_loss, updated = tf.cond(gate_open(window_accuracy, section.gate_threshold),
+                                   update, skip)
+    outputs.update({'loss/target_adversarial': target_loss, 'updated': updated,
+                    'gated_off': 1.0 - updated, 'gate_window_accuracy': window_accuracy})
+    return outputs
+
+  info_s = domains.domain_info(source_spec, ctx.data_dir)
+  info_t = domains.domain_info(ctx.pair.target, ctx.data_dir)
+  steps_per_epoch = pipeline.steps_per_epoch(
+      max(info_s.num_examples['train'], info_t.num_examples['train']), batch_size)
+
+  def dataset_fn(input_context, epoch):
+    return pipeline.paired_dataset(
+        source_spec, ctx.pair.target, 'train', ctx.image_shape, batch_size=batch_size,
+        data_dir=ctx.data_dir, seed=common.epoch_seed(ctx.seed, epoch),
+        input_context=input_context, cache=ctx.config.data.cache,
+        shuffle_buffer=ctx.config.data.shuffle_buffer)
+
+  def on_epoch_end(epoch, epoch_means):
+    # Monitoring only: target labels never drive training, the stop rule or model selection.
+    if ctx.is_chief:
+      tf.summary.scalar('monitor/target_test_accuracy',
+                        common.accuracy_on(ctx, f_t, ctx.pair.target))
+    return no_update_stop_reason(epoch, epoch_means)
+
+  return trainer.Stage(
+      name=stage_name,
+      models={'classifier': f_t, 'discriminator': discriminator},
+      optimizers={'classifier': f_optimizer, 'discriminator': d_optimizer},
+      replica_step=None, cross_replica_step=cross_replica_step,
+      dataset_fn=dataset_fn, steps_per_epoch=steps_per_epoch, epochs=int(section.epochs),
+      global_batch_size=batch_size, extra_state={'gate': gate},
+      on_epoch_end=on_epoch_end, max_steps=int(ctx.config.max_steps)), gate
+
+
+def run(ctx):
+  """Adapts f_T's representation to the target domain and writes metrics.json."""
+  section = ctx.config.feature
+  _validate(section, ctx.config.model.feature_discriminator_input)
+  stage_name = stage_name_for(ctx.config)
+  from_stage = section.from_stage
+  encoder_stage = from_stage if section.source_encoder == 'init' else 'source'
+  source_spec = (task_stage.translated_source_spec(ctx) if from_stage == 'task'
+                 else ctx.pair.source)
+  with ctx.strategy.scope():
+    f_t = common.load_classifier(ctx, from_stage, needed_by=stage_name)
+    source_encoder = common.load_classifier(ctx, encoder_stage, needed_by=stage_name)
+    source_encoder.trainable = False
+    width = (ctx.config.model.num_classes
+             if ctx.config.model.feature_discriminator_input == 'logits'
+             else int(f_t(tf.zeros((1,) + ctx.image_shape))[1].shape[-1]))
+    discriminator = common.build_network(models.build_feature_discriminator(), (width,))
+  stage, gate = build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name)
+  result = trainer.fit(stage, ctx.stage_dir(stage_name), ctx.strategy,
+                       trainer.TrainConfig.from_config(ctx.config.train))
+  return common.write_stage_metrics(ctx, stage_name, dict(
+      source_stage.test_accuracies(ctx, f_t), **common.fit_summary(result),
+      initialised_from=from_stage, source_side=source_spec,
+      initial_target_test_accuracy=ctx.read_metrics(from_stage)['target_test_accuracy'],
+      f_t_updates=int(gate.updates.numpy())))

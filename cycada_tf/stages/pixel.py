@@ -1,0 +1,254 @@
+"""Stage `pixel`: cycle-consistent image translation with semantic consistency (SPEC Eq. 1–4).
+
+Trains G_ST (source → target style), G_TS, and the image discriminators D_T and D_S with
+least-squares GAN losses, the L1 cycle loss, an optional identity loss, and the semantic
+consistency loss through the frozen source classifier f_S from the `source` stage. Each term has
+its own weight in `config.pixel`, so the paper's ablations are one override each
+(`--config.pixel.semantic_weight=0`, `--config.pixel.cycle_weight=0`).
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cycada_tf import image_pool
+from cycada_tf import losses
+from cycada_tf import models
+from cycada_tf import summaries
+from cycada_tf import trainer
+from cycada_tf.data import domains
+from cycada_tf.data import pipeline
+from cycada_tf.errors import UserError
+from cycada_tf.stages import common
+
+SEMANTIC_LABELS = ('predicted', 'true')
+TRANSLATION_PNG = 'translations.png'
+
+
+class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+  """Constant learning rate, then linear decay to zero over the last `decay_steps` (CycleGAN)."""
+
+  def __init__(self, learning_rate, total_steps, decay_steps):
+    self.learning_rate = float(learning_rate)
+    self.total_steps = int(total_steps)
+    self.decay_steps = int(decay_steps)
+
+  def __call__(self, step):
+    if self.decay_steps <= 0:
+      return tf.constant(self.learning_rate, tf.float32)
+    step = tf.cast(step, tf.float32)
+    remaining = tf.cast(self.total_steps, tf.float32) - step
+    fraction = tf.clip_by_value(remaining / float(self.decay_steps), 0.0, 1.0)
+    return self.learning_rate * fraction
+
+  def get_config(self):
+    return dict(learning_rate=self.learning_rate, total_steps=self.total_steps,
+                decay_steps=self.decay_steps)
+
+
+class Translators:
+  """The four pixel-stage networks, built for one pair; also what `task` and `export` load."""
+
+  NAMES = ('g_st', 'g_ts', 'd_t', 'd_s')
+
+  def __init__(self, config, image_shape):
+    model = config.model
+    channels = image_shape[-1]
+    self.g_st = models.build_generator(model.generator, channels, model.generator_dropout)
+    self.g_ts = models.build_generator(model.generator, channels, model.generator_dropout)
+    self.d_t = models.build_image_discriminator(model.image_discriminator)
+    self.d_s = models.build_image_discriminator(model.image_discriminator)
+    for network in self.as_dict().values():
+      common.build_network(network, image_shape)
+
+  def as_dict(self):
+    return {name: getattr(self, name) for name in self.NAMES}
+
+
+def load_translator(ctx, needed_by):
+  """G_ST from the finished pixel stage (the generator that renders source in target style)."""
+  ctx.require('pixel', needed_by)
+  g_st = common.build_network(
+      models.build_generator(ctx.config.model.generator, ctx.image_shape[-1],
+                             ctx.config.model.generator_dropout), ctx.image_shape)
+  trainer.restore_models(ctx.stage_dir('pixel'), {'g_st': g_st},
+                         what=f'stage {needed_by!r} loading G_ST')
+  return g_st
+
+
+def generator_losses(nets, classifier, section, xs, ys, xt):
+  """Per-example generator-side loss terms (GAN, cycle, identity, semantic) and the fakes."""
+  fake_t = nets.g_st(xs, training=True)  # source rendered as target
+  fake_s = nets.g_ts(xt, training=True)  # target rendered as source
+  terms = {
+      'gan_st': losses.lsgan_generator_loss(nets.d_t(fake_t, training=True)),
+      'gan_ts': losses.lsgan_generator_loss(nets.d_s(fake_s, training=True)),
+      'cycle': (losses.cycle_loss(xs, nets.g_ts(fake_t, training=True)) +
+                losses.cycle_loss(xt, nets.g_st(fake_s, training=True))),
+  }
+  if section.identity_weight:
+    terms['identity'] = (losses.identity_loss(xt, nets.g_st(xt, training=True)) +
+                         losses.identity_loss(xs, nets.g_ts(xs, training=True)))
+  if section.semantic_weight:
+    # Eq. 4: f_S's own predictions on the untranslated images are the labels, f_S is frozen.
+    source_labels = (ys if section.semantic_labels == 'true'
+                     else losses.predicted_labels(classifier(xs, training=False)[0]))
+    target_labels = losses.predicted_labels(classifier(xt, training=False)[0])
+    terms['semantic'] = (
+        losses.semantic_loss(classifier(fake_t, training=False)[0], source_labels) +
+        losses.semantic_loss(classifier(fake_s, training=False)[0], target_labels))
+  return terms, fake_t, fake_s
+
+
+def _weights(section):
+  return {'gan_st': section.gan_weight_st, 'gan_ts': section.gan_weight_ts,
+          'cycle': section.cycle_weight, 'identity': section.identity_weight,
+          'semantic': section.semantic_weight}
+
+
+def pixel_step(nets, classifier, optimizers, pools, section, global_batch_size):
+  """The per-replica step: one generator update (both G), then one update of each D."""
+  weights = _weights(section)
+  generators = [nets.g_st, nets.g_ts]
+
+  def replica_step(batch):
+    (xs, ys), (xt, _) = batch
+    with tf.GradientTape() as tape:
+      terms, fake_t, fake_s = generator_losses(nets, classifier, section, xs, ys, xt)
+      per_example = tf.add_n([weights[k] * v for k, v in terms.items()])
+      generator_loss = losses.average(per_example, global_batch_size)
+    g_variables = [g.trainable_variables for g in generators]
+    grads = tape.gradient(generator_loss, g_variables)
+    for name, g_grads, variables in zip(('g_st', 'g_ts'), grads, g_variables):
+      optimizers[name].apply_gradients(zip(g_grads, variables))
+
+    outputs = {f'loss/{k}': losses.average(v, global_batch_size) for k, v in terms.items()}
+    outputs['loss/generator_total'] = generator_loss
+    for name, real, fake in (('d_t', xt, fake_t), ('d_s', xs, fake_s)):
+      discriminator = getattr(nets, name)
+      fake = pools[name].query(fake)
+      with tf.GradientTape() as tape:
+        d_loss = losses.average(losses.lsgan_discriminator_loss(
+            discriminator(real, training=True), discriminator(fake, training=True)),
+                                global_batch_size)
+      variables = discriminator.trainable_variables
+      optimizers[name].apply_gradients(zip(tape.gradient(d_loss, variables), variables))
+      outputs[f'loss/{name}'] = d_loss
+    return outputs
+
+  return replica_step
+
+
+class _SampleImages:
+  """Fixed test images of both domains, translated for TensorBoard and the final PNG (Fig. 3)."""
+
+  def __init__(self, ctx, nets, count=8):
+    self.nets = nets
+
+    def first(spec):
+      dataset = pipeline.domain_dataset(spec, 'test', ctx.image_shape, batch_size=count,
+                                        data_dir=ctx.data_dir, shuffle=False)
+      images, _ = next(iter(dataset))
+      return images
+
+    self.source, self.target = first(ctx.pair.source), first(ctx.pair.target)
+
+  def grid(self):
+    nets = self.nets
+    fake_t = nets.g_st(self.source, training=False)
+    fake_s = nets.g_ts(self.target, training=False)
+    rows = [summaries.translation_grid(self.source.numpy(), fake_t.numpy(),
+                                       nets.g_ts(fake_t, training=False).numpy()),
+            summaries.translation_grid(self.target.numpy(), fake_s.numpy(),
+                                       nets.g_st(fake_s, training=False).numpy())]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    return np.concatenate(rows, axis=0)
+
+
+def translated_accuracies(ctx, nets, classifier):
+  """f_S on translated test images: a sanity signal, never used for training or selection.
+
+  `fs_on_translated_target`: f_S(G_TS(x_t)) against target labels (should beat f_S(x_t)).
+  `fs_on_translated_source`: f_S(G_ST(x_s)) against source labels (semantics kept).
+  """
+  results = {}
+  for key, spec, generator in (('fs_on_translated_target', ctx.pair.target, nets.g_ts),
+                               ('fs_on_translated_source', ctx.pair.source, nets.g_st)):
+    dataset = pipeline.domain_dataset(spec, 'test', ctx.image_shape,
+                                      batch_size=int(ctx.config.eval.batch_size),
+                                      data_dir=ctx.data_dir, shuffle=False)
+    correct = total = 0
+    for images, labels in dataset:
+      logits, _ = classifier(generator(images, training=False), training=False)
+      correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.int32)))
+      total += int(labels.shape[0])
+    results[key] = correct / max(total, 1)
+  return results
+
+
+def build_stage(ctx, classifier):
+  """The pixel `trainer.Stage`; `classifier` is the frozen f_S."""
+  section = ctx.config.pixel
+  if section.semantic_labels not in SEMANTIC_LABELS:
+    raise UserError(f'--config.pixel.semantic_labels={section.semantic_labels!r}; valid: '
+                    f'{", ".join(SEMANTIC_LABELS)}.')
+  batch_size = int(section.batch_size)
+  info_s = domains.domain_info(ctx.pair.source, ctx.data_dir)
+  info_t = domains.domain_info(ctx.pair.target, ctx.data_dir)
+  steps_per_epoch = pipeline.steps_per_epoch(
+      max(info_s.num_examples['train'], info_t.num_examples['train']), batch_size)
+  total_steps = steps_per_epoch * int(section.epochs)
+  schedule = LinearDecay(section.learning_rate, total_steps,
+                         steps_per_epoch * int(section.decay_epochs))
+  with ctx.strategy.scope():
+    nets = Translators(ctx.config, ctx.image_shape)
+    optimizers = {name: common.build_optimizer(common.adam(section, schedule),
+                                               getattr(nets, name))
+                  for name in Translators.NAMES}
+    pools = {name: image_pool.ImagePool(section.pool_size, ctx.image_shape,
+                                        seed=ctx.seed + i,
+                                        num_replicas=ctx.strategy.num_replicas_in_sync)
+             for i, name in enumerate(('d_t', 'd_s'))}
+  classifier.trainable = False
+
+  def dataset_fn(input_context, epoch):
+    return pipeline.paired_dataset(
+        ctx.pair.source, ctx.pair.target, 'train', ctx.image_shape, batch_size=batch_size,
+        data_dir=ctx.data_dir, seed=common.epoch_seed(ctx.seed, epoch),
+        input_context=input_context, cache=ctx.config.data.cache,
+        shuffle_buffer=ctx.config.data.shuffle_buffer)
+
+  samples = _SampleImages(ctx, nets) if ctx.is_chief else None
+  every = max(int(section.image_every_steps), 1)
+
+  def on_log(step):
+    if step % every < ctx.config.train.log_every_steps:
+      summaries.write_image('translations', samples.grid(), step)
+
+  stage = trainer.Stage(
+      name='pixel', models=nets.as_dict(), optimizers=optimizers,
+      replica_step=pixel_step(nets, classifier, optimizers, pools, section, batch_size),
+      dataset_fn=dataset_fn, steps_per_epoch=steps_per_epoch, epochs=int(section.epochs),
+      global_batch_size=batch_size, extra_state={'pool_d_t': pools['d_t'],
+                                                 'pool_d_s': pools['d_s']},
+      on_log=on_log if samples else None, max_steps=int(ctx.config.max_steps))
+  return stage, nets, samples
+
+
+def run(ctx):
+  """Trains the translators against the frozen f_S and writes metrics.json and the PNG grid."""
+  with ctx.strategy.scope():
+    classifier = common.load_classifier(ctx, 'source', needed_by='pixel')
+  stage, nets, samples = build_stage(ctx, classifier)
+  result = trainer.fit(stage, ctx.stage_dir('pixel'), ctx.strategy,
+                       trainer.TrainConfig.from_config(ctx.config.train))
+  payload = dict(common.fit_summary(result), **translated_accuracies(ctx, nets, classifier))
+  payload['fs_on_target'] = common.accuracy_on(ctx, classifier, ctx.pair.target)
+  if samples is not None:
+    png = os.path.join(ctx.stage_dir('pixel'), TRANSLATION_PNG)
+    summaries.save_png(samples.grid(), png)
+    payload['translations_png'] = png
+  return common.write_stage_metrics(ctx, 'pixel', payload)

@@ -1,0 +1,70 @@
+"""Stage `task`: f_T trained on the source set translated by G_ST — the "pixel only" model.
+
+The source train and test splits are translated once with the pixel stage's G_ST into
+`<model_dir>/task/translated_source/` (see `cycada_tf.data.translated`), then f_T learns from
+(G_ST(x_s), y_s) with the same supervised step as the source stage. f_T starts from f_S
+(`--config.task.init_from=source`, the default) or from scratch (`scratch`).
+"""
+
+import os
+
+import tensorflow as tf
+
+from cycada_tf import trainer
+from cycada_tf.data import domains
+from cycada_tf.data import pipeline
+from cycada_tf.data import translated
+from cycada_tf.errors import UserError
+from cycada_tf.stages import common
+from cycada_tf.stages import pixel
+from cycada_tf.stages import source as source_stage
+
+INIT_FROM = ('source', 'scratch')
+TRANSLATED_DIR = 'translated_source'
+
+
+def translated_source_dir(ctx):
+  return os.path.join(ctx.stage_dir('task'), TRANSLATED_DIR)
+
+
+def translated_source_spec(ctx):
+  """The domain spec of G_ST(source); the feature stage reads it too."""
+  return translated.PREFIX + translated_source_dir(ctx)
+
+
+def translate_source(ctx):
+  """Renders the source train/test splits in target style once (skipped if already done)."""
+  directory = translated_source_dir(ctx)
+  if translated.is_complete(directory):
+    return directory
+  g_st = pixel.load_translator(ctx, needed_by='task')
+  info = domains.domain_info(ctx.pair.source, ctx.data_dir)
+  datasets = {split: pipeline.domain_dataset(
+      ctx.pair.source, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
+      data_dir=ctx.data_dir, shuffle=False) for split in ('train', 'test')}
+  translate = tf.function(lambda images: g_st(images, training=False))
+  if ctx.is_chief:
+    print(f'[task] translating {ctx.pair.source} with G_ST into {directory}', flush=True)
+    translated.write(directory, translate, datasets, info.num_classes, info.class_names)
+  return directory
+
+
+def run(ctx):
+  """Trains the pixel-only f_T and writes metrics.json (target_test_accuracy and friends)."""
+  section = ctx.config.task
+  if section.init_from not in INIT_FROM:
+    raise UserError(f'--config.task.init_from={section.init_from!r}; valid: '
+                    f'{", ".join(INIT_FROM)}.')
+  ctx.require('pixel', needed_by='task')
+  translate_source(ctx)
+  spec = translated_source_spec(ctx)
+  with ctx.strategy.scope():
+    classifier = (common.load_classifier(ctx, 'source', needed_by='task')
+                  if section.init_from == 'source' else common.new_classifier(ctx))
+  stage = source_stage.supervised_stage(ctx, 'task', spec, classifier)
+  result = trainer.fit(stage, ctx.stage_dir('task'), ctx.strategy,
+                       trainer.TrainConfig.from_config(ctx.config.train))
+  return common.write_stage_metrics(ctx, 'task', dict(
+      source_stage.test_accuracies(ctx, classifier),
+      translated_source_test_accuracy=common.accuracy_on(ctx, classifier, spec),
+      trained_on=spec, initialised_from=section.init_from, **common.fit_summary(result)))

@@ -1,0 +1,270 @@
+"""The only training loop: every stage (source, pixel, task, feature, ...) runs through `fit`.
+
+The loop follows the orbit controller idea: restore the latest checkpoint, run compiled chunks of
+steps, and between chunks summarise, print progress, guard against NaN/Inf and checkpoint. It knows
+nothing about GANs or digits; a stage hands it a `Stage` (its models, optimizers, per-replica step
+and input) and gets back the trained models.
+
+A stage gives either a `replica_step` (the common case: run on every replica, results summed) or
+a `cross_replica_step(batch)` that calls `strategy.run` itself, for steps whose control flow must
+sit outside the replicas (the feature stage's gated update: `tf.cond` around a synchronising
+optimizer update is only allowed in cross-replica context).
+
+Conventions a stage's `replica_step` must follow:
+- It runs in replica context on one replica's share of the global batch.
+- Every value it returns is that replica's share of a global quantity: losses averaged with
+  `tf.nn.compute_average_loss(..., global_batch_size=...)`, counts divided by the global batch.
+  The trainer sums the values across replicas, so the result does not depend on the replica count.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from cycada_tf import distribute
+from cycada_tf.errors import UserError
+
+
+class NonFiniteLossError(UserError):
+  """A loss became NaN or Inf; training stopped before saving the broken weights."""
+
+
+@dataclasses.dataclass
+class Stage:
+  """Everything the trainer needs to know about one stage."""
+  name: str
+  models: dict
+  optimizers: dict
+  replica_step: Optional[Callable]  # batch -> dict[str, scalar tensor], in replica context
+  dataset_fn: Callable  # (tf.distribute.InputContext, epoch) -> per-replica tf.data.Dataset
+  steps_per_epoch: int
+  epochs: int
+  global_batch_size: int
+  # Extra trackables checkpointed with the models (image pools, gate counters, ...).
+  extra_state: dict = dataclasses.field(default_factory=dict)
+  # Called on every worker after each epoch with the epoch's mean metrics (identical everywhere,
+  # being cross-replica sums); a returned string stops training early and is the recorded reason.
+  on_epoch_end: Optional[Callable] = None
+  # Called on the chief inside the summary writer at every log step (image summaries, ...).
+  on_log: Optional[Callable] = None
+  # Stops after this many steps in total (tests, benches); 0 runs every epoch.
+  max_steps: int = 0
+  # Alternative to `replica_step`: distributed batch -> dict of cross-replica scalars.
+  cross_replica_step: Optional[Callable] = None
+
+  def step_in_cross_replica_context(self, strategy, distributed_batch):
+    """One training step from cross-replica context; returns global scalar metrics."""
+    if self.cross_replica_step is not None:
+      return self.cross_replica_step(distributed_batch)
+    per_replica = strategy.run(self.replica_step, args=(distributed_batch,))
+    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  log_every_steps: int = 50
+  checkpoint_every_steps: int = 200
+  steps_per_call: int = 10
+  jit_compile: bool = False
+  max_checkpoints_to_keep: int = 2
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
+
+
+@dataclasses.dataclass
+class FitResult:
+  steps: int
+  epochs_completed: int
+  stop_reason: str
+  final_metrics: dict  # mean of each step metric over the last logged window
+  seconds: float
+
+
+def checkpoint_for(models=None, optimizers=None, extra_state=None, step=None):
+  """The checkpoint layout every stage shares, so a later stage can restore one model by name."""
+  items = {}
+  for name, model in (models or {}).items():
+    items[f'model_{name}'] = model
+  for name, optimizer in (optimizers or {}).items():
+    items[f'optimizer_{name}'] = optimizer
+  for name, state in (extra_state or {}).items():
+    items[f'state_{name}'] = state
+  if step is not None:
+    items['step'] = step
+  return tf.train.Checkpoint(**items)
+
+
+def checkpoint_dir(stage_dir):
+  return os.path.join(stage_dir, 'checkpoints')
+
+
+def write_json_atomically(path, payload):
+  """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def _format_seconds(seconds):
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f'{hours:d}:{minutes:02d}:{seconds:02d}'
+
+
+class _Progress:
+  """Prints `stage step/total (pct) | metrics | examples/s | ETA` lines."""
+
+  def __init__(self, stage_name, total_steps, global_batch_size, first_step):
+    self.stage_name = stage_name
+    self.total_steps = total_steps
+    self.global_batch_size = global_batch_size
+    self.last_time = time.perf_counter()
+    self.last_step = first_step
+    self.start_time = self.last_time
+    self.start_step = first_step
+
+  def line(self, step, means):
+    now = time.perf_counter()
+    window_steps = max(step - self.last_step, 1)
+    rate = window_steps * self.global_batch_size / max(now - self.last_time, 1e-9)
+    overall = (step - self.start_step) / max(now - self.start_time, 1e-9)
+    eta = (self.total_steps - step) / overall if overall > 0 else float('inf')
+    self.last_time, self.last_step = now, step
+    shown = ' '.join(f'{k}={v:.4g}' for k, v in sorted(means.items()))
+    pct = 100.0 * step / max(self.total_steps, 1)
+    eta_text = _format_seconds(eta) if math.isfinite(eta) else '?'
+    return (f'[{self.stage_name}] step {step}/{self.total_steps} ({pct:.0f}%) | {shown} | '
+            f'{rate:.0f} examples/s | ETA {eta_text}'), rate
+
+
+def fit(stage, stage_dir, strategy, train_config):
+  """Trains `stage` to its end (or early stop), resuming from `stage_dir` if a run was killed.
+
+  Returns a `FitResult`. Raises `NonFiniteLossError` (keeping the last good checkpoint) if any
+  step metric becomes NaN or Inf.
+  """
+  chief = distribute.is_chief(strategy)
+  with strategy.scope():
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+  checkpoint = checkpoint_for(stage.models, stage.optimizers, stage.extra_state, step_var)
+  manager = tf.train.CheckpointManager(
+      checkpoint, distribute.worker_dir(checkpoint_dir(stage_dir), strategy),
+      max_to_keep=train_config.max_checkpoints_to_keep)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    print(f'[{stage.name}] resumed from {manager.latest_checkpoint} at step '
+          f'{int(step_var.numpy())}', flush=True)
+
+  total_steps = stage.steps_per_epoch * stage.epochs
+  if stage.max_steps:
+    total_steps = min(total_steps, stage.max_steps)
+  writer = (tf.summary.create_file_writer(os.path.join(stage_dir, 'train')) if chief
+            else tf.summary.create_noop_writer())
+
+  @tf.function(jit_compile=train_config.jit_compile or None)
+  def run_steps(iterator, num_steps):
+    """Runs `num_steps` compiled steps and returns each metric summed over them."""
+
+    totals = stage.step_in_cross_replica_context(strategy, next(iterator))
+    for _ in tf.range(num_steps - 1):
+      outputs = stage.step_in_cross_replica_context(strategy, next(iterator))
+      totals = {k: totals[k] + outputs[k] for k in totals}
+    return totals
+
+  step = int(step_var.numpy())
+  progress = _Progress(stage.name, total_steps, stage.global_batch_size, step)
+  stop_reason = 'completed all steps'
+  final_means = {}
+  window_sums, window_steps = {}, 0
+  start_time = time.perf_counter()
+  epochs_completed = step // stage.steps_per_epoch
+
+  while step < total_steps:
+    epoch, offset = divmod(step, stage.steps_per_epoch)
+    epoch_end = min((epoch + 1) * stage.steps_per_epoch, total_steps)
+
+    def epoch_dataset_fn(input_context, epoch=epoch, offset=offset):
+      return stage.dataset_fn(input_context, epoch).skip(offset)
+
+    iterator = iter(strategy.distribute_datasets_from_function(epoch_dataset_fn))
+    epoch_sums, epoch_steps = {}, 0
+    while step < epoch_end:
+      next_log = (step // train_config.log_every_steps + 1) * train_config.log_every_steps
+      next_ckpt = (step // train_config.checkpoint_every_steps + 1) * \
+          train_config.checkpoint_every_steps
+      chunk = min(train_config.steps_per_call, epoch_end - step, next_log - step,
+                  next_ckpt - step)
+      sums = run_steps(iterator, tf.constant(chunk, dtype=tf.int64))
+      sums = {k: float(v) for k, v in sums.items()}
+      bad = sorted(k for k, v in sums.items() if not math.isfinite(v))
+      if bad:
+        raise NonFiniteLossError(
+            f'stage {stage.name!r}: {", ".join(bad)} became NaN/Inf between steps {step} and '
+            f'{step + chunk}; stopped without saving. The last good checkpoint is kept in '
+            f'{checkpoint_dir(stage_dir)} (rerunning resumes from it); lower '
+            f'--config.{stage.name}.learning_rate or check the input data.')
+      step += chunk
+      step_var.assign(step)
+      for k, v in sums.items():
+        window_sums[k] = window_sums.get(k, 0.0) + v
+        epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+      window_steps += chunk
+      epoch_steps += chunk
+
+      if step % train_config.log_every_steps == 0 or step == total_steps:
+        final_means = {k: v / window_steps for k, v in window_sums.items()}
+        line, rate = progress.line(step, final_means)
+        if chief:
+          print(line, flush=True)
+          with writer.as_default(step=step):
+            for k, v in final_means.items():
+              tf.summary.scalar(k, v)
+            tf.summary.scalar('examples_per_second', rate)
+            if stage.on_log is not None:
+              stage.on_log(step)
+        window_sums, window_steps = {}, 0
+      if step % train_config.checkpoint_every_steps == 0:
+        manager.save(checkpoint_number=step)
+
+    epochs_completed = epoch + 1 if step == (epoch + 1) * stage.steps_per_epoch else epoch
+    manager.save(checkpoint_number=step)
+    if stage.on_epoch_end is not None and epoch_steps:
+      epoch_means = {k: v / epoch_steps for k, v in epoch_sums.items()}
+      with writer.as_default(step=step):
+        reason = stage.on_epoch_end(epoch, epoch_means)
+      if reason:
+        stop_reason = reason
+        print(f'[{stage.name}] stopping early: {reason}', flush=True)
+        break
+
+  if window_steps:
+    final_means = {k: v / window_steps for k, v in window_sums.items()}
+  if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f'-{step}'):
+    manager.save(checkpoint_number=step)
+  writer.flush()
+  return FitResult(steps=step, epochs_completed=epochs_completed, stop_reason=stop_reason,
+                   final_metrics=final_means, seconds=time.perf_counter() - start_time)
+
+
+def restore_models(stage_dir, models, what):
+  """Restores `models` (name → model with variables) from a finished stage's last checkpoint."""
+  latest = tf.train.latest_checkpoint(checkpoint_dir(stage_dir))
+  if latest is None:
+    raise UserError(f'{what}: no checkpoint in {checkpoint_dir(stage_dir)}.')
+  status = checkpoint_for(models).restore(latest)
+  status.expect_partial()
+  status.assert_existing_objects_matched()
+  return latest
+

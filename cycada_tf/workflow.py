@@ -1,0 +1,70 @@
+"""Runs a named stage, or the whole CyCADA pipeline, for one dataset pair.
+
+`run(stage, ctx)` is what `train/main.py` calls; the stage modules in `cycada_tf/stages/` each
+build their models and step and hand them to the one trainer.
+"""
+
+import importlib
+
+from cycada_tf import results as results_lib
+from cycada_tf.errors import UserError
+
+# stage name → (module under cycada_tf.stages, function). Imported lazily so that a stage that
+# is not run costs nothing at start-up.
+_STAGE_FUNCTIONS = {
+    'source': ('source', 'run'),
+    'target_only': ('source', 'run_target_only'),
+    'pixel': ('pixel', 'run'),
+    'task': ('task', 'run'),
+    'feature': ('feature', 'run'),
+    'eval': ('evaluate', 'run'),
+    'export': ('export', 'run'),
+}
+STAGES = tuple(_STAGE_FUNCTIONS) + ('all',)
+# What `--stage=all` runs, in order; each is skipped when its metrics.json already exists.
+PIPELINE = ('source', 'target_only', 'pixel', 'task', 'feature', 'export')
+
+
+def _stage_function(stage):
+  module_name, function_name = _STAGE_FUNCTIONS[stage]
+  try:
+    module = importlib.import_module(f'cycada_tf.stages.{module_name}')
+  except ModuleNotFoundError as e:
+    if e.name == f'cycada_tf.stages.{module_name}':
+      raise UserError(f'stage {stage!r} is not available in this version of cycada-tf.') from None
+    raise
+  return getattr(module, function_name)
+
+
+def validate_stage(stage):
+  if stage not in STAGES:
+    raise UserError(f'unknown --stage={stage!r}; valid stages: {", ".join(STAGES)}.')
+
+
+def run(stage, ctx, eval_stage=None):
+  """Runs `stage` (or every stage of the pipeline for 'all') and returns its metrics."""
+  validate_stage(stage)
+  if stage == 'all':
+    return run_all(ctx)
+  if stage == 'eval':
+    return _stage_function('eval')(ctx, eval_stage)
+  return _stage_function(stage)(ctx)
+
+
+def run_all(ctx):
+  """Runs the pipeline, skipping finished stages, so a rerun after a crash resumes.
+
+  Prints the paper's Table 2 row layout for this run at the end.
+  """
+  results = {}
+  for stage in PIPELINE:
+    if ctx.is_done(stage):
+      print(f'[all] {stage}: already finished ({ctx.metrics_path(stage)}), skipped', flush=True)
+      results[stage] = ctx.read_metrics(stage)
+      continue
+    results[stage] = _stage_function(stage)(ctx)
+  if ctx.is_chief:
+    summary = results_lib.summarise([results_lib.target_accuracies(ctx.model_dir)])
+    print(f'\n[all] {ctx.pair.name}, seed {ctx.seed}, target test accuracy:\n'
+          f'{results_lib.markdown_table(summary, ctx.pair.name)}', flush=True)
+  return results

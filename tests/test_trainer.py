@@ -1,0 +1,112 @@
+"""The shared loop: resume, NaN guard, early stop, metric reduction — on a toy regression stage."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cycada_tf import losses
+from cycada_tf import trainer
+
+BATCH = 8
+NUM_EXAMPLES = 64  # 8 steps per epoch
+
+
+def _data(epoch):
+  rng = np.random.default_rng(100 + epoch)
+  x = rng.normal(size=(NUM_EXAMPLES, 3)).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
+  return x, y
+
+
+def toy_stage(strategy, epochs=3, scale=1.0, max_steps=0, on_epoch_end=None):
+  with strategy.scope():
+    model = keras.Sequential([keras.layers.Dense(1, kernel_initializer='zeros')])
+    model(tf.zeros((1, 3)))
+    optimizer = keras.optimizers.SGD(0.05)
+    optimizer.build(model.trainable_variables)
+
+  def replica_step(batch):
+    x, y = batch
+    with tf.GradientTape() as tape:
+      per_example = tf.reduce_mean(tf.square(model(x) * scale - y), axis=-1)
+      loss = losses.average(per_example, BATCH)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return {'loss': loss, 'examples': tf.cast(tf.shape(x)[0], tf.float32) / BATCH}
+
+  def dataset_fn(input_context, epoch):
+    x, y = _data(epoch)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    return ds.batch(input_context.get_per_replica_batch_size(BATCH), drop_remainder=True)
+
+  stage = trainer.Stage(name='toy', models={'model': model}, optimizers={'model': optimizer},
+                        replica_step=replica_step, dataset_fn=dataset_fn, steps_per_epoch=8,
+                        epochs=epochs, global_batch_size=BATCH, max_steps=max_steps,
+                        on_epoch_end=on_epoch_end)
+  return stage, model
+
+
+CONFIG = trainer.TrainConfig(log_every_steps=4, checkpoint_every_steps=4, steps_per_call=3)
+
+
+def test_fit_trains_and_reports(tmp_path):
+  stage, model = toy_stage(tf.distribute.get_strategy())
+  result = trainer.fit(stage, str(tmp_path), tf.distribute.get_strategy(), CONFIG)
+  assert result.steps == 24 and result.epochs_completed == 3
+  assert result.stop_reason == 'completed all steps'
+  # The 'examples' metric is a share of the global batch: it must sum to exactly 1 per step.
+  assert result.final_metrics['examples'] == pytest.approx(1.0)
+  assert result.final_metrics['loss'] < 1.0
+  assert tf.train.latest_checkpoint(trainer.checkpoint_dir(str(tmp_path))).endswith('-24')
+  assert os.listdir(os.path.join(str(tmp_path), 'train'))  # TensorBoard events
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+  strategy = tf.distribute.get_strategy()
+  stage, straight = toy_stage(strategy)
+  trainer.fit(stage, str(tmp_path / 'straight'), strategy, CONFIG)
+
+  # A run "killed" after 11 steps (mid-epoch 2, between checkpoints 8 and 12) ...
+  stage, _ = toy_stage(strategy, max_steps=11)
+  trainer.fit(stage, str(tmp_path / 'resumed'), strategy, CONFIG)
+  # ... and started again with the same command: it restores step 11 and finishes.
+  stage, resumed = toy_stage(strategy)
+  result = trainer.fit(stage, str(tmp_path / 'resumed'), strategy, CONFIG)
+  assert result.steps == 24
+  np.testing.assert_allclose(resumed.get_weights()[0], straight.get_weights()[0], rtol=1e-6)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  strategy = tf.distribute.get_strategy()
+  stage, _ = toy_stage(strategy, max_steps=8)
+  trainer.fit(stage, str(tmp_path), strategy, CONFIG)
+  good = tf.train.latest_checkpoint(trainer.checkpoint_dir(str(tmp_path)))
+  stage, _ = toy_stage(strategy, scale=float('nan'))
+  with pytest.raises(trainer.NonFiniteLossError, match='loss.*NaN/Inf'):
+    trainer.fit(stage, str(tmp_path), strategy, CONFIG)
+  assert tf.train.latest_checkpoint(trainer.checkpoint_dir(str(tmp_path))) == good
+
+
+def test_on_epoch_end_can_stop_early(tmp_path):
+  seen = []
+
+  def stop_after_first(epoch, means):
+    seen.append((epoch, means['examples']))
+    return 'enough' if epoch == 0 else None
+
+  strategy = tf.distribute.get_strategy()
+  stage, _ = toy_stage(strategy, on_epoch_end=stop_after_first)
+  result = trainer.fit(stage, str(tmp_path), strategy, CONFIG)
+  assert result.stop_reason == 'enough' and result.steps == 8
+  assert seen == [(0, pytest.approx(1.0))]
+
+
+def test_write_json_atomically(tmp_path):
+  path = tmp_path / 'sub' / 'metrics.json'
+  trainer.write_json_atomically(str(path), {'b': 1, 'a': 0.5})
+  assert path.read_text().startswith('{\n  "a": 0.5')
+  assert [p.name for p in path.parent.iterdir()] == ['metrics.json']

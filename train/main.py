@@ -1,0 +1,107 @@
+r"""The command line: `python -m train.main --stage=STAGE --dataset=PAIR [--config=...]`.
+
+With no flags it runs the whole pipeline (`--stage=all`) on the offline default pair `uci_mnist`
+into `runs/uci_mnist`. Config values come from the pair's file in `configs/` (or `--config`) and
+are overridden with `--config.<section>.<name>=value`, e.g. `--config.source.epochs=5`.
+Errors in the user's input print one line and exit with code 2.
+"""
+
+import importlib
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            'configs')
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('stage', 'all', 'Stage to run: source, target_only, pixel, task, feature, '
+                    'eval, export, or all.')
+flags.DEFINE_string('dataset', None, 'Dataset pair (default uci_mnist), e.g. svhn_mnist.')
+flags.DEFINE_string('source', None, 'Source domain of a custom pair: a catalog name or '
+                    'folder:PATH. Use with --target instead of --dataset.')
+flags.DEFINE_string('target', None, 'Target domain of a custom pair.')
+flags.DEFINE_string('model_dir', None, 'Where stages write (default runs/<pair>).')
+flags.DEFINE_string('data_dir', None, 'TFDS data directory (default ~/tensorflow_datasets).')
+flags.DEFINE_integer('seed', None, 'Random seed; overrides config.seed.')
+flags.DEFINE_string('eval_stage', None, 'With --stage=eval: which stage to evaluate '
+                    '(default: the latest of feature, task, source).')
+flags.DEFINE_string('strategy', 'auto', 'auto, one_device, mirrored or multi_worker.')
+flags.DEFINE_integer('cpu_replicas', 0, 'Split the CPU into N logical devices and mirror over '
+                     'them (N > 1).')
+config_flags.DEFINE_config_file('config', os.path.join(_CONFIGS_DIR, 'uci_mnist.py'),
+                                'Config file (default: the pair\'s file in configs/).')
+
+DEFAULT_DATASET = 'uci_mnist'
+
+
+def load_config(pair):
+  """The config: --config if given, else the pair's own file; then every --config.x override."""
+  if FLAGS['config'].present:
+    return FLAGS.config
+  config = importlib.import_module(f'configs.{pair.config}').get_config()
+  overrides = {name[len('config.'):]: FLAGS[name].value for name in FLAGS
+               if name.startswith('config.') and FLAGS[name].present}
+  for path, value in overrides.items():
+    node = config
+    *parents, leaf = path.split('.')
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
+def build_context():
+  """Parses and validates every flag into a stage Context (no TensorFlow work yet)."""
+  # Imported here so `--help` and flag errors stay fast.
+  import keras
+  import tensorflow as tf
+
+  from cycada_tf import distribute
+  from cycada_tf.data import pairs
+  from cycada_tf.stages import common
+  from cycada_tf import workflow
+
+  workflow.validate_stage(FLAGS.stage)
+  dataset = FLAGS.dataset
+  if dataset is None and FLAGS.source is None and FLAGS.target is None:
+    dataset = DEFAULT_DATASET
+  # Custom pairs take their image shape from the config; resolve once to find the config file.
+  pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=(28, 28, 1))
+  config = load_config(pair)
+  if pair.name.startswith('custom:'):
+    pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=(
+        config.data.image_size, config.data.image_size, config.data.channels))
+  if FLAGS.seed is not None:
+    config.seed = FLAGS.seed
+  keras.utils.set_random_seed(int(config.seed))
+  tf.config.experimental.enable_op_determinism()
+  strategy = distribute.create_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
+  model_dir = FLAGS.model_dir or os.path.join('runs', pair.name.replace(':', '_'))
+  print(f'[main] pair {pair.name}: {pair.source} → {pair.target}, image shape '
+        f'{tuple(pair.image_shape)}, model_dir {model_dir}; {distribute.describe(strategy)}',
+        flush=True)
+  return common.Context(config=config, pair=pair, model_dir=model_dir,
+                        data_dir=FLAGS.data_dir, strategy=strategy)
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f'error: unexpected arguments {argv[1:]}; flags look like --stage=source.',
+          file=sys.stderr)
+    sys.exit(2)
+  from cycada_tf import workflow
+  from cycada_tf.errors import UserError
+  try:
+    ctx = build_context()
+    workflow.run(FLAGS.stage, ctx, eval_stage=FLAGS.eval_stage)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

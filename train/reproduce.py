@@ -1,0 +1,74 @@
+r"""The paper's protocol: the full pipeline for N seeds, then mean ± standard error per model.
+
+    python -m train.reproduce --dataset=uci_mnist --seeds=4 [--model_dir=runs/reproduce] \
+        [-- --config.source.epochs=5 ...]
+
+Each seed runs in its own process (`train.main --stage=all`, then the feature-only / ADDA stage)
+into `<model_dir>/<pair>/seed_<k>/`, so an interrupted reproduction resumes where it stopped.
+Arguments after `--` are passed to every `train.main` call. Writes `results.json` and
+`results.md` (the paper's Table 2 layout) into `<model_dir>/<pair>/`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+from cycada_tf import results as results_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('dataset', 'uci_mnist', 'Dataset pair.')
+flags.DEFINE_integer('seeds', 4, 'Number of runs (seeds 0 .. N-1).')
+flags.DEFINE_integer('first_seed', 0, 'First seed.')
+flags.DEFINE_string('model_dir', 'runs/reproduce', 'Root directory for the runs.')
+flags.DEFINE_string('data_dir', None, 'TFDS data directory.')
+flags.DEFINE_bool('feature_only', True, 'Also run the feature-only (ADDA) baseline.')
+
+
+def seed_commands(seed_dir, seed, extra_args):
+  """(stage directory that marks it done, command) for one seed: the pipeline, then ADDA."""
+  base = [sys.executable, '-m', 'train.main', f'--dataset={FLAGS.dataset}',
+          f'--model_dir={seed_dir}', f'--seed={seed}']
+  if FLAGS.data_dir:
+    base.append(f'--data_dir={FLAGS.data_dir}')
+  # `all` skips its own finished stages, so it is always safe to rerun.
+  commands = [(None, base + ['--stage=all'] + extra_args)]
+  if FLAGS.feature_only:
+    commands.append(('feature_only', base + ['--stage=feature',
+                                             '--config.feature.from_stage=source'] + extra_args))
+  return commands
+
+
+def main(argv):
+  extra_args = list(argv[1:])
+  root = os.path.join(FLAGS.model_dir, FLAGS.dataset)
+  runs = []
+  for seed in range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds):
+    seed_dir = os.path.join(root, f'seed_{seed}')
+    for done_stage, command in seed_commands(seed_dir, seed, extra_args):
+      if done_stage and os.path.exists(os.path.join(seed_dir, done_stage, 'metrics.json')):
+        continue
+      print('[reproduce]', ' '.join(command[1:]), flush=True)
+      code = subprocess.call(command)
+      if code:
+        print(f'[reproduce] seed {seed} failed with exit code {code}', file=sys.stderr)
+        sys.exit(code)
+    runs.append(results_lib.target_accuracies(seed_dir))
+
+  summary = results_lib.summarise(runs)
+  table = results_lib.markdown_table(summary, FLAGS.dataset)
+  command = ' '.join(['python -m train.reproduce'] + sys.argv[1:])
+  with open(os.path.join(root, 'results.json'), 'w') as f:
+    json.dump({'dataset': FLAGS.dataset, 'seeds': FLAGS.seeds, 'command': command,
+               'summary': summary, 'runs': runs}, f, indent=2)
+  with open(os.path.join(root, 'results.md'), 'w') as f:
+    f.write(f'# {FLAGS.dataset}: target test accuracy over {len(runs)} seeds\n\n'
+            f'Command: `{command}`\n\n{table}\n')
+  print(table)
+
+
+if __name__ == '__main__':
+  app.run(main)
