@@ -5,8 +5,9 @@ without rerunning anything.
 """
 
 import json
-import math
 import os
+
+from cycada_tf import metrics
 
 # (row label, stage directory) in the paper's order.
 ROWS = (
@@ -42,23 +43,13 @@ def target_accuracies(model_dir):
   return found
 
 
-def mean_and_standard_error(values):
-  """Mean and standard error (sample std / sqrt(n)); s.e. is 0 for a single run."""
-  n = len(values)
-  mean = sum(values) / n
-  if n < 2:
-    return mean, 0.0
-  variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-  return mean, math.sqrt(variance / n)
-
-
 def summarise(runs):
   """runs: list of {label: accuracy} (one per seed) → {label: {mean, se, runs, values}} in %."""
   summary = {}
   for label, _ in ROWS:
     values = [100.0 * run[label] for run in runs if label in run]
     if values:
-      mean, se = mean_and_standard_error(values)
+      mean, se = metrics.mean_and_standard_error(values)
       summary[label] = {'mean': mean, 'standard_error': se, 'runs': len(values),
                         'values': values}
   return summary

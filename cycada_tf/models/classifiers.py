@@ -1,0 +1,108 @@
+"""Digit task networks f_S / f_T (SPEC §3): LeNet for 28×28×1 pairs, DTN for SVHN→MNIST at 32×32×3.
+
+Both return `(logits, features)`. The feature is the output of the first dense layer *before* its
+ReLU, which is where the release splits `fc_params` from `classifier` (`TaskNet.forward` returns
+`score, x` with `x = fc_params(conv_params(x))`; LeNet's `fc_params` is the bare Linear 800→500,
+DTN's is Linear 4096→512 followed by BatchNorm1d). The ReLU, dropout and last dense layer form the
+classifier head. The feature stage can therefore discriminate either the features or the logits
+(the release feeds the 10-d logits to D_feat) without the network knowing which.
+
+Layers are attributes (groups of them in tuples, never lists: Keras 3 wraps a list attribute in
+its own `TrackedList`, which `tf.train.Checkpoint` does not see, so the layers in it would silently
+be left out of checkpoints), so `tf.train.Checkpoint(classifier=net)` tracks every variable, and nothing
+here depends on the batch size, so a replica of a `MirroredStrategy` can run it on its share.
+"""
+
+import keras
+from keras import layers
+
+from cycada_tf import errors
+
+# PyTorch's BatchNorm defaults (momentum 0.1 of the *new* statistic, eps 1e-5), as the release used.
+_BN_MOMENTUM = 0.9
+_BN_EPSILON = 1e-5
+
+
+class LeNet(keras.Model):
+  """The paper's digit LeNet (Fig. 7; release `task_net.LeNet`), for 28×28×1 images in [-1, 1].
+
+  Conv 20@5×5 (valid) → maxpool 2 → ReLU → Conv 50@5×5 → SpatialDropout 0.5 → maxpool 2 → ReLU →
+  flatten (4·4·50 = 800) → Dense 500 (feature) → ReLU → Dropout 0.5 → Dense num_classes.
+  """
+
+  INPUT_SHAPE = (28, 28, 1)
+  FEATURE_DIM = 500
+
+  def __init__(self, num_classes=10, **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes = num_classes
+    self.conv1 = layers.Conv2D(20, 5, padding='valid', name='conv1')
+    self.pool1 = layers.MaxPooling2D(2, name='pool1')
+    self.conv2 = layers.Conv2D(50, 5, padding='valid', name='conv2')
+    self.conv2_dropout = layers.SpatialDropout2D(0.5, name='conv2_dropout')
+    self.pool2 = layers.MaxPooling2D(2, name='pool2')
+    self.flatten = layers.Flatten(name='flatten')
+    self.fc = layers.Dense(self.FEATURE_DIM, name='fc')
+    self.fc_dropout = layers.Dropout(0.5, name='fc_dropout')
+    self.logits = layers.Dense(num_classes, name='logits')
+
+  def call(self, x, training=False):
+    x = keras.ops.relu(self.pool1(self.conv1(x)))
+    x = self.conv2_dropout(self.conv2(x), training=training)
+    x = keras.ops.relu(self.pool2(x))
+    features = self.fc(self.flatten(x))
+    x = self.fc_dropout(keras.ops.relu(features), training=training)
+    return self.logits(x), features
+
+
+class DTN(keras.Model):
+  """The release's SVHN→MNIST classifier (`task_net.DTNClassifier`), for 32×32×3 images.
+
+  3 × [Conv 5×5 stride 2 'same' → BN → SpatialDropout p → ReLU] with 64/128/256 channels and
+  p = 0.1/0.3/0.5 (32 → 16 → 8 → 4) → flatten (4096) → Dense 512 → BN (feature) → ReLU →
+  Dropout 0.5 → Dense num_classes.
+  """
+
+  INPUT_SHAPE = (32, 32, 3)
+  FEATURE_DIM = 512
+  _BLOCKS = ((64, 0.1), (128, 0.3), (256, 0.5))
+
+  def __init__(self, num_classes=10, **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes = num_classes
+    self.convs = tuple(layers.Conv2D(filters, 5, strides=2, padding='same', name=f'conv{i + 1}')
+                       for i, (filters, _) in enumerate(self._BLOCKS))
+    self.conv_norms = tuple(_batch_norm(f'conv{i + 1}_bn') for i in range(len(self._BLOCKS)))
+    self.conv_dropouts = tuple(layers.SpatialDropout2D(rate, name=f'conv{i + 1}_dropout')
+                               for i, (_, rate) in enumerate(self._BLOCKS))
+    self.flatten = layers.Flatten(name='flatten')
+    self.fc = layers.Dense(self.FEATURE_DIM, name='fc')
+    self.fc_norm = _batch_norm('fc_bn')
+    self.fc_dropout = layers.Dropout(0.5, name='fc_dropout')
+    self.logits = layers.Dense(num_classes, name='logits')
+
+  def call(self, x, training=False):
+    for conv, norm, dropout in zip(self.convs, self.conv_norms, self.conv_dropouts):
+      x = keras.ops.relu(dropout(norm(conv(x), training=training), training=training))
+    features = self.fc_norm(self.fc(self.flatten(x)), training=training)
+    x = self.fc_dropout(keras.ops.relu(features), training=training)
+    return self.logits(x), features
+
+
+def _batch_norm(name):
+  return layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+
+
+CLASSIFIERS = {'lenet': LeNet, 'dtn': DTN}
+
+
+def build_classifier(name, num_classes=10):
+  """The task network called `name` in configs ('lenet' | 'dtn'), variables not yet created.
+
+  Raises:
+    errors.UserError: for an unknown name, listing the valid ones.
+  """
+  if name not in CLASSIFIERS:
+    raise errors.UserError(
+        f'unknown classifier {name!r}; choose one of {sorted(CLASSIFIERS)} (config.model.classifier)')
+  return CLASSIFIERS[name](num_classes=num_classes, name=name)

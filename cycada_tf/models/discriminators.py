@@ -1,0 +1,114 @@
+"""Discriminators (SPEC §3): D_feat on task-net outputs, D_S / D_T on images.
+
+Every discriminator returns raw scores (no sigmoid / softmax): the losses in `cycada_tf.losses`
+decide whether they are read as LSGAN scores or as logits.
+"""
+
+import keras
+from keras import layers
+
+from cycada_tf import errors
+from cycada_tf.models.generators import instance_norm
+
+_LEAK = 0.2
+
+
+class FeatureDiscriminator(keras.Model):
+  """D_feat: Dense 500 → ReLU → Dense 500 → ReLU → Dense 2 (paper Fig. 7, release).
+
+  Output 1 is "source", output 0 "target" (see `losses.feature_discriminator_loss`). Keras Dense
+  acts on the last axis, so the same network applied to [B, H, W, C] score maps is a stack of 1×1
+  convolutions, which is what the segmentation variant (SPEC §4: 19 → 512 → 256 → 2 with dropout
+  0.5) needs: pass `hidden=(512, 256), dropout=0.5`.
+  """
+
+  def __init__(self, hidden=500, num_outputs=2, dropout=0.0, **kwargs):
+    super().__init__(**kwargs)
+    widths = (hidden, hidden) if isinstance(hidden, int) else tuple(hidden)
+    # Tuples, not lists: tf.train.Checkpoint does not see layers in Keras 3's list wrappers.
+    self.hidden_layers = tuple(layers.Dense(width, name=f'fc{i + 1}')
+                               for i, width in enumerate(widths))
+    self.dropouts = tuple(layers.Dropout(dropout) if dropout > 0 else None for _ in widths)
+    self.scores = layers.Dense(num_outputs, name='scores')
+
+  def call(self, x, training=False):
+    for dense, dropout in zip(self.hidden_layers, self.dropouts):
+      x = keras.ops.relu(dense(x))
+      if dropout is not None:
+        x = dropout(x, training=training)
+    return self.scores(x)
+
+
+def _conv_stack(specs, kernel):
+  """Conv → [instance norm] → LeakyReLU 0.2 stages from (filters, strides, normalise) specs."""
+  stack = []
+  for filters, strides, normalise in specs:
+    stack.append(layers.Conv2D(filters, kernel, strides=strides, padding='same'))
+    if normalise:
+      stack.append(instance_norm())
+    stack.append(layers.LeakyReLU(negative_slope=_LEAK))
+  return tuple(stack)  # A tuple so that tf.train.Checkpoint tracks the layers.
+
+
+class _ScoreMapDiscriminator(keras.Model):
+  """A conv stack followed by a 1-channel conv: one real/fake score per spatial position."""
+
+  def __init__(self, specs, kernel, **kwargs):
+    super().__init__(**kwargs)
+    self.stack = _conv_stack(specs, kernel)
+    self.score = layers.Conv2D(1, kernel, strides=1, padding='same', name='score')
+
+  def call(self, x, training=False):
+    for layer in self.stack:
+      x = layer(x)
+    return self.score(x)
+
+
+class PatchGAN(_ScoreMapDiscriminator):
+  """The release's image discriminator (CycleGAN's `NLayerDiscriminator`, 3 layers).
+
+  k4 convs C64 s2 → C128 s2 → C256 s2 → C512 s1 → C1 s1 with 'same' padding, instance norm on all
+  but the first and last, LeakyReLU 0.2. 28×28 → 4×4 and 32×32 → 4×4 score maps.
+  """
+
+  def __init__(self, filters=64, **kwargs):
+    specs = ((filters, 2, False), (2 * filters, 2, True), (4 * filters, 2, True),
+             (8 * filters, 1, True))
+    super().__init__(specs, kernel=4, **kwargs)
+
+
+class ConvDiscriminator(_ScoreMapDiscriminator):
+  """The paper's digit image discriminator: 6 convolutions ending in one value per position.
+
+  Fig. 7 gives only "6 conv layers, a single value per pixel", so this design is ours: k3 'same'
+  convs C64 s1 → C64 s2 → C128 s1 → C128 s2 → C256 s1 → C1 s1, LeakyReLU 0.2, instance norm on all
+  but the first and last (as PatchGAN). Two stride-2 steps give a 7×7 map for 28×28 digits and 8×8
+  for 32×32, so each score judges a stroke-sized patch rather than the whole digit.
+  """
+
+  def __init__(self, filters=64, **kwargs):
+    specs = ((filters, 1, False), (filters, 2, True), (2 * filters, 1, True),
+             (2 * filters, 2, True), (4 * filters, 1, True))
+    super().__init__(specs, kernel=3, **kwargs)
+
+
+IMAGE_DISCRIMINATORS = {'patchgan': PatchGAN, 'conv6': ConvDiscriminator}
+
+
+def build_image_discriminator(name, filters=64):
+  """The image discriminator called `name` in configs ('patchgan' | 'conv6').
+
+  Raises:
+    errors.UserError: for an unknown name, listing the valid ones.
+  """
+  if name not in IMAGE_DISCRIMINATORS:
+    raise errors.UserError(
+        f'unknown image discriminator {name!r}; choose one of {sorted(IMAGE_DISCRIMINATORS)} '
+        '(config.model.image_discriminator)')
+  return IMAGE_DISCRIMINATORS[name](filters=filters)
+
+
+def build_feature_discriminator(hidden=500, num_outputs=2, dropout=0.0):
+  """D_feat with the digit defaults (500 → 500 → 2); its input width is set by the first call."""
+  return FeatureDiscriminator(hidden=hidden, num_outputs=num_outputs, dropout=dropout,
+                              name='feature_discriminator')

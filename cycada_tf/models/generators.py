@@ -1,0 +1,172 @@
+"""Image-to-image generators G_ST / G_TS (SPEC §3): the paper's small digit net and CycleGAN ResNet-9.
+
+Both are fully convolutional encoder / residual / decoder nets with two stride-2 downsamples and two
+stride-2 transposed convolutions, so they map H×W to H×W whenever H and W are multiples of 4
+(28×28 digits and 32×32 SVHN both are). They end in tanh because every image in this project is
+scaled to [-1, 1].
+
+Normalisation is instance norm (`GroupNormalization(groups=-1)`) as in CycleGAN: it is per image,
+so results do not depend on how a global batch is split across replicas. Groups of layers are
+tuples, not lists, so that `tf.train.Checkpoint` tracks them (see `classifiers`).
+"""
+
+import keras
+from keras import layers
+
+from cycada_tf import errors
+
+# PyTorch InstanceNorm2d's epsilon; Keras' default (1e-3) would smooth low-contrast digit maps.
+_NORM_EPSILON = 1e-5
+
+
+def instance_norm(name=None):
+  """Instance normalisation (per image, per channel), with a learned scale and offset."""
+  return layers.GroupNormalization(groups=-1, epsilon=_NORM_EPSILON, name=name)
+
+
+class ReflectionPad2D(layers.Layer):
+  """Pads height and width by mirroring, as CycleGAN does before its 7×7 and residual convs.
+
+  Zero padding would show the generator a dark frame that does not exist in the data; reflecting
+  avoids border artefacts in translated images.
+  """
+
+  def __init__(self, padding, **kwargs):
+    super().__init__(**kwargs)
+    self.padding = int(padding)
+
+  def call(self, x):
+    p = self.padding
+    return keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode='reflect')
+
+  def compute_output_shape(self, input_shape):
+    b, h, w, c = input_shape
+    grow = lambda size: None if size is None else size + 2 * self.padding
+    return (b, grow(h), grow(w), c)
+
+  def get_config(self):
+    return {**super().get_config(), 'padding': self.padding}
+
+
+class ResidualBlock(layers.Layer):
+  """x + [pad → conv3 → IN → ReLU → (dropout) → pad → conv3 → IN](x), CycleGAN's `ResnetBlock`."""
+
+  def __init__(self, filters, dropout=0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.pad1 = ReflectionPad2D(1)
+    self.conv1 = layers.Conv2D(filters, 3, padding='valid')
+    self.norm1 = instance_norm()
+    self.dropout = layers.Dropout(dropout) if dropout > 0 else None
+    self.pad2 = ReflectionPad2D(1)
+    self.conv2 = layers.Conv2D(filters, 3, padding='valid')
+    self.norm2 = instance_norm()
+
+  def call(self, x, training=False):
+    y = keras.ops.relu(self.norm1(self.conv1(self.pad1(x))))
+    if self.dropout is not None:
+      y = self.dropout(y, training=training)
+    return x + self.norm2(self.conv2(self.pad2(y)))
+
+
+def _conv_norm_relu(filters, kernel, strides, transpose=False):
+  """A conv (or transposed conv) → instance norm → ReLU stage of an encoder or decoder."""
+  conv_class = layers.Conv2DTranspose if transpose else layers.Conv2D
+  return keras.Sequential([
+      conv_class(filters, kernel, strides=strides, padding='same'),
+      instance_norm(),
+      layers.ReLU(),
+  ])
+
+
+def _check_divisible_by_4(x, name):
+  """Fails early, with the fix, for sizes the two stride-2 stages cannot restore exactly."""
+  for size in x.shape[1:3]:
+    if size is not None and size % 4:
+      raise errors.UserError(
+          f'{name} needs image height and width divisible by 4 to return the input size; got '
+          f'{tuple(x.shape[1:3])} (resize or crop the images, e.g. to 28 or 32)')
+
+
+class DigitGenerator(keras.Model):
+  """The paper's digit generator (Fig. 7): convs, then two residual blocks, then deconvs.
+
+  conv3 s1 f → conv3 s2 2f → conv3 s2 4f (28 → 14 → 7) → 2 residual blocks at 4f →
+  deconv3 s2 2f → deconv3 s2 f (7 → 14 → 28) → conv3 s1 out_channels → tanh; instance norm and
+  ReLU after every conv but the last. Zero 'same' padding outside the residual blocks keeps it
+  small for digit-sized images; the residual blocks are CycleGAN's (reflect padding).
+  """
+
+  def __init__(self, out_channels, filters=64, dropout=0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.out_channels = out_channels
+    self.encoder = (_conv_norm_relu(filters, 3, 1),
+                    _conv_norm_relu(2 * filters, 3, 2),
+                    _conv_norm_relu(4 * filters, 3, 2))
+    self.blocks = tuple(ResidualBlock(4 * filters, dropout, name=f'block{i + 1}')
+                        for i in range(2))
+    self.decoder = (_conv_norm_relu(2 * filters, 3, 2, transpose=True),
+                    _conv_norm_relu(filters, 3, 2, transpose=True))
+    self.to_image = layers.Conv2D(out_channels, 3, padding='same', name='to_image')
+
+  def call(self, x, training=False):
+    _check_divisible_by_4(x, 'DigitGenerator')
+    for stage in self.encoder:
+      x = stage(x, training=training)
+    for block in self.blocks:
+      x = block(x, training=training)
+    for stage in self.decoder:
+      x = stage(x, training=training)
+    return keras.ops.tanh(self.to_image(x))
+
+
+class ResnetGenerator(keras.Model):
+  """CycleGAN's ResNet generator (release, SVHN→MNIST): 9 residual blocks by default.
+
+  reflect-pad 3 → conv7 f → conv3 s2 2f → conv3 s2 4f → num_blocks residual blocks (reflect
+  padding, optional dropout; the release used 0.5) → deconv3 s2 2f → deconv3 s2 f →
+  reflect-pad 3 → conv7 out_channels → tanh, with instance norm and ReLU after every conv but
+  the last.
+  """
+
+  def __init__(self, out_channels, filters=64, num_blocks=9, dropout=0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.out_channels = out_channels
+    self.pad_in = ReflectionPad2D(3)
+    self.encoder = (
+        keras.Sequential([layers.Conv2D(filters, 7, padding='valid'), instance_norm(),
+                          layers.ReLU()]),
+        _conv_norm_relu(2 * filters, 3, 2),
+        _conv_norm_relu(4 * filters, 3, 2),
+    )
+    self.blocks = tuple(ResidualBlock(4 * filters, dropout, name=f'block{i + 1}')
+                        for i in range(num_blocks))
+    self.decoder = (_conv_norm_relu(2 * filters, 3, 2, transpose=True),
+                    _conv_norm_relu(filters, 3, 2, transpose=True))
+    self.pad_out = ReflectionPad2D(3)
+    self.to_image = layers.Conv2D(out_channels, 7, padding='valid', name='to_image')
+
+  def call(self, x, training=False):
+    _check_divisible_by_4(x, 'ResnetGenerator')
+    x = self.pad_in(x)
+    for stage in self.encoder:
+      x = stage(x, training=training)
+    for block in self.blocks:
+      x = block(x, training=training)
+    for stage in self.decoder:
+      x = stage(x, training=training)
+    return keras.ops.tanh(self.to_image(self.pad_out(x)))
+
+
+GENERATORS = {'digit': DigitGenerator, 'resnet9': ResnetGenerator}
+
+
+def build_generator(name, out_channels, dropout=0.0, filters=64):
+  """The generator called `name` in configs ('digit' | 'resnet9'), producing `out_channels`.
+
+  Raises:
+    errors.UserError: for an unknown name, listing the valid ones.
+  """
+  if name not in GENERATORS:
+    raise errors.UserError(
+        f'unknown generator {name!r}; choose one of {sorted(GENERATORS)} (config.model.generator)')
+  return GENERATORS[name](out_channels, filters=filters, dropout=dropout)

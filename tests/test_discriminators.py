@@ -1,0 +1,90 @@
+"""Discriminators: score-map shapes, the 500-500-2 feature net, instance-norm placement."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cycada_tf import errors
+from cycada_tf import models
+
+
+@pytest.mark.parametrize('name, size, expected', [
+    ('patchgan', 28, 4),  # 28 → 14 → 7 → 4 with three 'same' stride-2 convs.
+    ('patchgan', 32, 4),  # 32 → 16 → 8 → 4.
+    ('conv6', 28, 7),     # 28 → 14 → 7 with two stride-2 convs.
+    ('conv6', 32, 8),
+])
+def test_image_discriminators_give_one_score_per_position(name, size, expected):
+  discriminator = models.build_image_discriminator(name, filters=4)
+  scores = discriminator(tf.zeros((3, size, size, 1)) + 0.3, training=False)
+  assert scores.shape == (3, expected, expected, 1)
+
+
+def test_patchgan_follows_release_layout():
+  discriminator = models.build_image_discriminator('patchgan')
+  discriminator(tf.zeros((1, 32, 32, 3)))
+  convs = [l for l in discriminator.stack if isinstance(l, keras.layers.Conv2D)]
+  convs.append(discriminator.score)
+  assert [c.filters for c in convs] == [64, 128, 256, 512, 1]
+  assert [c.strides for c in convs] == [(2, 2)] * 3 + [(1, 1)] * 2
+  assert all(c.kernel_size == (4, 4) for c in convs)
+  kinds = [type(l).__name__ for l in discriminator.stack]
+  # No norm after the first conv, instance norm after the next three, none on the score conv.
+  assert kinds == ['Conv2D', 'LeakyReLU'] + ['Conv2D', 'GroupNormalization', 'LeakyReLU'] * 3
+  norms = [l for l in discriminator.stack if isinstance(l, keras.layers.GroupNormalization)]
+  # groups=-1 resolves to one group per channel when built: instance normalisation.
+  assert [n.groups for n in norms] == [128, 256, 512]
+
+
+def test_conv6_has_six_convolutions():
+  discriminator = models.build_image_discriminator('conv6')
+  discriminator(tf.zeros((1, 28, 28, 1)))
+  convs = [l for l in discriminator.stack if isinstance(l, keras.layers.Conv2D)]
+  assert len(convs) + 1 == 6
+
+
+def test_feature_discriminator_is_500_500_2():
+  discriminator = models.build_feature_discriminator()
+  logits = discriminator(tf.ones((4, 10)))
+  assert logits.shape == (4, 2)
+  # 10·500 + 500, 500·500 + 500, 500·2 + 2.
+  assert discriminator.count_params() == 5_500 + 250_500 + 1_002
+
+
+def test_feature_discriminator_acts_per_position_on_score_maps():
+  # Dense on the last axis = 1×1 convolutions, what the segmentation D_feat needs.
+  discriminator = models.FeatureDiscriminator(hidden=(8, 6), num_outputs=2)
+  maps = tf.random.stateless_normal((2, 3, 5, 19), seed=(0, 0))
+  out = discriminator(maps).numpy()
+  assert out.shape == (2, 3, 5, 2)
+  np.testing.assert_allclose(discriminator(maps[:, 1, 4]).numpy(), out[:, 1, 4], atol=1e-5)
+
+
+def test_feature_discriminator_dropout_only_in_training():
+  discriminator = models.FeatureDiscriminator(hidden=32, dropout=0.5)
+  x = tf.random.stateless_normal((4, 10), seed=(1, 0))
+  inference = discriminator(x).numpy()
+  np.testing.assert_array_equal(discriminator(x).numpy(), inference)
+  assert not np.allclose(discriminator(x, training=True).numpy(), inference)
+
+
+@pytest.mark.parametrize('name', ['patchgan', 'conv6'])
+def test_checkpoint_restores_image_discriminator(name, tmp_path):
+  x = tf.random.stateless_uniform((2, 28, 28, 1), seed=(2, 0), minval=-1, maxval=1)
+  keras.utils.set_random_seed(1)
+  discriminator = models.build_image_discriminator(name, filters=4)
+  expected = tf.function(lambda v: discriminator(v))(x).numpy()
+  path = tf.train.Checkpoint(d=discriminator).write(str(tmp_path / 'ckpt'))
+  assert len([n for n, _ in tf.train.list_variables(path) if n.startswith('d/')]) == len(
+      discriminator.weights)
+  keras.utils.set_random_seed(2)
+  fresh = models.build_image_discriminator(name, filters=4)
+  fresh(x)
+  tf.train.Checkpoint(d=fresh).read(path).assert_existing_objects_matched()
+  np.testing.assert_allclose(fresh(x).numpy(), expected, atol=1e-5)
+
+
+def test_unknown_image_discriminator_lists_valid_names():
+  with pytest.raises(errors.UserError, match=r"'conv6', 'patchgan'"):
+    models.build_image_discriminator('stylegan')

@@ -1,0 +1,110 @@
+"""Generators: same size out as in, values in [-1, 1], dropout only when asked, checkpoints."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cycada_tf import errors
+from cycada_tf import models
+
+
+def _small(name, out_channels, dropout=0.0):
+  """Narrow variants with the real topology, so the tests stay fast."""
+  if name == 'digit':
+    return models.DigitGenerator(out_channels, filters=4, dropout=dropout)
+  return models.ResnetGenerator(out_channels, filters=4, num_blocks=2, dropout=dropout)
+
+
+def _images(shape, seed=0):
+  return tf.random.stateless_uniform(shape, seed=(seed, 0), minval=-1.0, maxval=1.0)
+
+
+@pytest.mark.parametrize('name', ['digit', 'resnet9'])
+@pytest.mark.parametrize('size, in_channels, out_channels', [(28, 1, 1), (32, 3, 3), (32, 1, 3)])
+def test_same_size_out_and_tanh_range(name, size, in_channels, out_channels):
+  keras.utils.set_random_seed(0)
+  generator = _small(name, out_channels)
+  # Large inputs push pre-activations far out, so tanh saturation is exercised too.
+  out = generator(20.0 * _images((2, size, size, in_channels)), training=False).numpy()
+  assert out.shape == (2, size, size, out_channels)
+  assert out.min() >= -1.0 and out.max() <= 1.0
+  assert out.std() > 0  # Not a constant image.
+
+
+@pytest.mark.parametrize('name', ['digit', 'resnet9'])
+def test_build_generator_default_width(name):
+  generator = models.build_generator(name, 3)
+  assert generator(_images((1, 32, 32, 3)), training=False).shape == (1, 32, 32, 3)
+
+
+def test_resnet9_has_nine_blocks_and_release_widths():
+  generator = models.build_generator('resnet9', 1)
+  generator(_images((1, 28, 28, 1)))
+  assert len(generator.blocks) == 9
+  assert generator.blocks[0].conv1.kernel.shape == (3, 3, 256, 256)
+  assert generator.encoder[0].layers[0].kernel.shape == (7, 7, 1, 64)
+  assert generator.to_image.kernel.shape == (7, 7, 64, 1)
+
+
+@pytest.mark.parametrize('name', ['digit', 'resnet9'])
+def test_dropout_makes_training_stochastic(name):
+  x = _images((2, 28, 28, 1))
+  generator = _small(name, 1, dropout=0.5)
+  inference = generator(x, training=False).numpy()
+  np.testing.assert_array_equal(generator(x, training=False).numpy(), inference)
+  assert not np.allclose(generator(x, training=True).numpy(), inference)
+
+
+@pytest.mark.parametrize('name', ['digit', 'resnet9'])
+def test_without_dropout_training_flag_changes_nothing(name):
+  # Instance norm has no batch statistics, so only dropout may depend on `training`.
+  x = _images((2, 28, 28, 1))
+  generator = _small(name, 1)
+  np.testing.assert_allclose(generator(x, training=True).numpy(),
+                             generator(x, training=False).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['digit', 'resnet9'])
+def test_output_does_not_depend_on_other_batch_members(name):
+  x = _images((3, 32, 32, 3))
+  generator = _small(name, 3)
+  together = generator(x).numpy()
+  alone = generator(x[:1]).numpy()
+  np.testing.assert_allclose(together[:1], alone, atol=1e-5)
+
+
+def test_sizes_not_divisible_by_4_are_rejected():
+  with pytest.raises(errors.UserError, match='divisible by 4'):
+    _small('resnet9', 1)(_images((1, 30, 30, 1)))
+
+
+@pytest.mark.parametrize('name', ['digit', 'resnet9'])
+def test_tf_function_and_checkpoint(name, tmp_path):
+  x = _images((2, 28, 28, 1))
+  keras.utils.set_random_seed(1)
+  generator = _small(name, 1)
+  eager = generator(x).numpy()
+  np.testing.assert_allclose(tf.function(lambda v: generator(v))(x).numpy(), eager, atol=1e-5)
+
+  path = tf.train.Checkpoint(generator=generator).write(str(tmp_path / 'ckpt'))
+  saved = [n for n, _ in tf.train.list_variables(path) if n.startswith('generator/')]
+  assert len(saved) == len(generator.weights)
+  keras.utils.set_random_seed(2)
+  fresh = _small(name, 1)
+  assert not np.allclose(fresh(x).numpy(), eager)
+  tf.train.Checkpoint(generator=fresh).read(path).assert_existing_objects_matched()
+  np.testing.assert_allclose(fresh(x).numpy(), eager, atol=1e-6)
+
+
+def test_reflection_pad_mirrors_without_repeating_the_edge():
+  x = tf.reshape(tf.constant([1.0, 2.0, 3.0]), (1, 1, 3, 1))
+  x = tf.tile(x, (1, 3, 1, 1))  # Rows [1, 2, 3] × 3.
+  padded = models.ReflectionPad2D(1)(x).numpy()[0, :, :, 0]
+  assert padded.shape == (5, 5)
+  np.testing.assert_array_equal(padded[2], [2, 1, 2, 3, 2])
+
+
+def test_unknown_generator_lists_valid_names():
+  with pytest.raises(errors.UserError, match=r"'digit', 'resnet9'"):
+    models.build_generator('unet', 3)
