@@ -30,6 +30,8 @@ def get_config():
       num_classes=10,
       generator='digit',               # digit (paper) | resnet9 (release)
       generator_dropout=0.0,
+      generator_filters=64,
+      discriminator_filters=64,
       image_discriminator='patchgan',  # patchgan (release) | conv6 (paper)
       feature_discriminator_input='logits',  # logits (release) | features
   ))

@@ -10,8 +10,12 @@ import importlib
 import os
 import sys
 
-from absl import app
+# TensorFlow's C++ start-up chatter hides the progress lines; errors still show.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -59,6 +63,7 @@ def build_context():
   # Imported here so `--help` and flag errors stay fast.
   import keras
   import tensorflow as tf
+  import tensorflow_datasets as tfds
 
   from cycada_tf import distribute
   from cycada_tf.data import pairs
@@ -75,6 +80,7 @@ def build_context():
   if pair.name.startswith('custom:'):
     pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=(
         config.data.image_size, config.data.image_size, config.data.channels))
+  tfds.disable_progress_bar()
   if FLAGS.seed is not None:
     config.seed = FLAGS.seed
   keras.utils.set_random_seed(int(config.seed))
@@ -89,6 +95,8 @@ def build_context():
 
 
 def main(argv):
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     print(f'error: unexpected arguments {argv[1:]}; flags look like --stage=source.',
           file=sys.stderr)

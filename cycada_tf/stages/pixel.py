@@ -48,18 +48,28 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
                 decay_steps=self.decay_steps)
 
 
+def new_generator(config, channels):
+  """A generator as the config describes it (architecture, width, dropout)."""
+  model = config.model
+  return models.build_generator(model.generator, channels, dropout=model.generator_dropout,
+                                filters=model.generator_filters)
+
+
+def new_image_discriminator(config):
+  return models.build_image_discriminator(config.model.image_discriminator,
+                                          filters=config.model.discriminator_filters)
+
+
 class Translators:
   """The four pixel-stage networks, built for one pair; also what `task` and `export` load."""
 
   NAMES = ('g_st', 'g_ts', 'd_t', 'd_s')
 
   def __init__(self, config, image_shape):
-    model = config.model
-    channels = image_shape[-1]
-    self.g_st = models.build_generator(model.generator, channels, model.generator_dropout)
-    self.g_ts = models.build_generator(model.generator, channels, model.generator_dropout)
-    self.d_t = models.build_image_discriminator(model.image_discriminator)
-    self.d_s = models.build_image_discriminator(model.image_discriminator)
+    self.g_st = new_generator(config, image_shape[-1])
+    self.g_ts = new_generator(config, image_shape[-1])
+    self.d_t = new_image_discriminator(config)
+    self.d_s = new_image_discriminator(config)
     for network in self.as_dict().values():
       common.build_network(network, image_shape)
 
@@ -70,9 +80,7 @@ class Translators:
 def load_translator(ctx, needed_by):
   """G_ST from the finished pixel stage (the generator that renders source in target style)."""
   ctx.require('pixel', needed_by)
-  g_st = common.build_network(
-      models.build_generator(ctx.config.model.generator, ctx.image_shape[-1],
-                             ctx.config.model.generator_dropout), ctx.image_shape)
+  g_st = common.build_network(new_generator(ctx.config, ctx.image_shape[-1]), ctx.image_shape)
   trainer.restore_models(ctx.stage_dir('pixel'), {'g_st': g_st},
                          what=f'stage {needed_by!r} loading G_ST')
   return g_st
