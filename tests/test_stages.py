@@ -1,0 +1,173 @@
+"""The digit stages end to end on the real offline pair, with tiny networks and few steps.
+
+One module-scoped pipeline (source → target_only → pixel → task → feature → eval) runs in a
+temporary model_dir; the tests then check what each stage promised to write and compute.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import uci_mnist
+from cycada_tf import trainer
+from cycada_tf import workflow
+from cycada_tf.data import pairs
+from cycada_tf.data import pipeline
+from cycada_tf.data import translated
+from cycada_tf.errors import UserError
+from cycada_tf.stages import common
+from cycada_tf.stages import pixel
+from cycada_tf.stages import task
+
+
+def tiny_config(**max_steps):
+  """uci_mnist's config with narrow networks, small batches and few steps per stage."""
+  config = uci_mnist.get_config()
+  config.model.update(generator_filters=8, discriminator_filters=8)
+  config.train.update(log_every_steps=5, checkpoint_every_steps=10, steps_per_call=5)
+  config.source.update(batch_size=32, epochs=1)
+  config.target_only.update(batch_size=32, epochs=1)
+  config.pixel.update(batch_size=16, epochs=1, decay_epochs=0, image_every_steps=10)
+  config.task.update(batch_size=32, epochs=1)
+  config.feature.update(batch_size=32, epochs=2, learning_rate=1e-3,
+                        discriminator_learning_rate=1e-3)
+  config.eval.batch_size = 250
+  for key, value in max_steps.items():
+    config[key] = value
+  return config
+
+
+def make_context(model_dir, data_dir, config=None):
+  return common.Context(config=config or tiny_config(), pair=pairs.PAIRS['uci_mnist'],
+                        model_dir=str(model_dir), data_dir=data_dir)
+
+
+def scalars(event_dir, tag):
+  """The values of one TensorBoard scalar, in step order."""
+  values = []
+  for name in sorted(os.listdir(event_dir)):
+    for record in tf.data.TFRecordDataset(os.path.join(event_dir, name)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.tag == tag:
+          values.append((event.step, float(tf.make_ndarray(value.tensor))))
+  return [v for _, v in sorted(values)]
+
+
+@pytest.fixture(scope='module')
+def pipeline_dir(tmp_path_factory, offline_data_dir):
+  model_dir = tmp_path_factory.mktemp('run')
+  ctx = make_context(model_dir, offline_data_dir)
+  ctx.config.source.epochs = 4       # 176 steps: a usable f_S for the semantic loss
+  ctx.config.max_steps = 0
+  workflow.run('source', ctx)
+  ctx.config.max_steps = 40
+  for stage in ('target_only', 'pixel', 'task'):
+    workflow.run(stage, ctx)
+  ctx.config.max_steps = 0
+  workflow.run('feature', ctx)
+  workflow.run('eval', ctx, eval_stage='feature')
+  return ctx
+
+
+def test_source_stage_reports_both_accuracies(pipeline_dir):
+  metrics = pipeline_dir.read_metrics('source')
+  assert 0.0 <= metrics['target_test_accuracy'] <= 1.0
+  assert metrics['source_test_accuracy'] > 0.5  # 176 steps of LeNet on UCI digits
+  assert metrics['steps'] == 176 and metrics['trained_on'] == 'uci_digits'
+  assert os.listdir(os.path.join(pipeline_dir.stage_dir('source'), 'train'))
+
+
+def test_target_only_trains_on_target(pipeline_dir):
+  metrics = pipeline_dir.read_metrics('target_only')
+  assert metrics['trained_on'] == 'mnist_sample' and metrics['steps'] == 40
+
+
+def test_pixel_losses_fall_and_grid_is_written(pipeline_dir):
+  events = os.path.join(pipeline_dir.stage_dir('pixel'), 'train')
+  cycle, semantic = scalars(events, 'loss/cycle'), scalars(events, 'loss/semantic')
+  assert len(cycle) == 8 and len(semantic) == 8
+  assert cycle[-1] < cycle[0]
+  assert semantic[-1] < semantic[0]
+  metrics = pipeline_dir.read_metrics('pixel')
+  assert {'fs_on_translated_target', 'fs_on_translated_source', 'fs_on_target'} <= set(metrics)
+  assert set(metrics['final_train_metrics']) == {
+      'loss/gan_st', 'loss/gan_ts', 'loss/cycle', 'loss/semantic', 'loss/generator_total',
+      'loss/d_t', 'loss/d_s'}
+  assert os.path.exists(metrics['translations_png'])
+  tags = set()
+  for name in os.listdir(events):
+    for record in tf.data.TFRecordDataset(os.path.join(events, name)):
+      tags |= {v.tag for v in tf.compat.v1.Event.FromString(record.numpy()).summary.value}
+  assert 'translations' in tags
+
+
+def test_task_input_is_g_st_output(pipeline_dir):
+  ctx = pipeline_dir
+  g_st = pixel.load_translator(ctx, needed_by='test')
+  images, labels = translated.read_all(task.translated_source_dir(ctx), 'train')
+  source = pipeline.domain_dataset(ctx.pair.source, 'train', ctx.image_shape, batch_size=64,
+                                   data_dir=ctx.data_dir)
+  first_images, first_labels = next(iter(source))
+  expected = translated.to_uint8(g_st(first_images, training=False)).numpy()
+  np.testing.assert_array_equal(labels[:64], first_labels.numpy())
+  assert np.abs(images[:64].astype(int) - expected.astype(int)).max() <= 1
+  assert images.shape == (1437, 28, 28, 1)
+  metrics = ctx.read_metrics('task')
+  assert metrics['trained_on'] == task.translated_source_spec(ctx)
+  assert 0.0 <= metrics['target_test_accuracy'] <= 1.0
+
+
+def test_feature_stage_reports_updates_and_reason(pipeline_dir):
+  metrics = pipeline_dir.read_metrics('feature')
+  assert metrics['initialised_from'] == 'task'
+  assert metrics['source_side'] == task.translated_source_spec(pipeline_dir)
+  assert metrics['f_t_updates'] >= 0
+  assert metrics['stop_reason']
+  events = os.path.join(pipeline_dir.stage_dir('feature'), 'train')
+  assert scalars(events, 'monitor/target_test_accuracy')
+  assert scalars(events, 'gated_off')
+
+
+def test_eval_writes_confusion_matrix(pipeline_dir):
+  metrics = pipeline_dir.read_metrics(os.path.join('eval', 'feature'))
+  matrix = np.array(metrics['confusion_matrix'])
+  assert matrix.shape == (10, 10) and matrix.sum() == 1000
+  assert metrics['target_test_accuracy'] == pytest.approx(np.trace(matrix) / 1000)
+  assert metrics['target_test_accuracy'] == pytest.approx(
+      pipeline_dir.read_metrics('feature')['target_test_accuracy'])
+  assert os.path.exists(os.path.join(pipeline_dir.stage_dir('eval/feature'),
+                                     'confusion_matrix.png'))
+
+
+def test_ablation_overrides_remove_loss_terms(tmp_path, pipeline_dir):
+  """`semantic_weight=0` and `cycle_weight=0` are one override each (paper's ablations)."""
+  config = tiny_config(max_steps=2)
+  config.pixel.semantic_weight = 0.0
+  ctx = make_context(pipeline_dir.model_dir, pipeline_dir.data_dir, config)
+  classifier = common.load_classifier(ctx, 'source', needed_by='test')
+  stage, _, _ = pixel.build_stage(ctx, classifier)
+  result = trainer.fit(stage, str(tmp_path / 'no_semantic'), ctx.strategy,
+                       trainer.TrainConfig(log_every_steps=1, checkpoint_every_steps=2))
+  assert 'loss/semantic' not in result.final_metrics
+
+  config = tiny_config()
+  config.pixel.cycle_weight = 0.0
+  weights = pixel._weights(config.pixel)  # pylint: disable=protected-access
+  assert weights['cycle'] == 0.0 and weights['semantic'] == 1.0
+
+
+def test_stage_without_prerequisite_names_the_command(tmp_path, offline_data_dir):
+  ctx = make_context(tmp_path, offline_data_dir)
+  with pytest.raises(UserError, match='--stage=pixel'):
+    workflow.run('task', ctx)
+  with pytest.raises(UserError, match='--stage=source'):
+    workflow.run('pixel', ctx)
+
+
+def test_unknown_stage_lists_valid_names():
+  with pytest.raises(UserError, match='valid stages: source, target_only'):
+    workflow.validate_stage('pixels')
