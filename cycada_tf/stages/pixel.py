@@ -167,13 +167,16 @@ class _SampleImages:
     nets = self.nets
     fake_t = nets.g_st(self.source, training=False)
     fake_s = nets.g_ts(self.target, training=False)
-    rows = [summaries.translation_grid(self.source.numpy(), fake_t.numpy(),
-                                       nets.g_ts(fake_t, training=False).numpy()),
-            summaries.translation_grid(self.target.numpy(), fake_s.numpy(),
-                                       nets.g_st(fake_s, training=False).numpy())]
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    return np.concatenate(rows, axis=0)
+    blocks = [summaries.translation_grid(self.source.numpy(), fake_t.numpy(),
+                                         nets.g_ts(fake_t, training=False).numpy()),
+              summaries.translation_grid(self.target.numpy(), fake_s.numpy(),
+                                         nets.g_st(fake_s, training=False).numpy())]
+    # Source block (x_s | G_ST(x_s) | G_TS(G_ST(x_s))) left, target block right, 8 px apart.
+    height = max(b.shape[0] for b in blocks)
+    blocks = [np.pad(b, ((0, height - b.shape[0]), (0, 0), (0, 0)), constant_values=255)
+              for b in blocks]
+    gap = np.full((height, 8, 3), 255, np.uint8)
+    return np.concatenate([blocks[0], gap, blocks[1]], axis=1)
 
 
 def translated_accuracies(ctx, nets, classifier):
