@@ -6,6 +6,8 @@ build their models and step and hand them to the one trainer.
 
 import importlib
 
+import keras
+
 from cycada_tf import results as results_lib
 from cycada_tf.errors import UserError
 
@@ -41,14 +43,25 @@ def validate_stage(stage):
     raise UserError(f'unknown --stage={stage!r}; valid stages: {", ".join(STAGES)}.')
 
 
+def _run_stage(stage, ctx, *args):
+  """Runs one stage from a freshly seeded random state.
+
+  Re-seeding per stage makes a stage's result independent of what ran before it in the same
+  process (data preparation, earlier stages), so `--stage=all` and stage-by-stage commands with
+  the same `--seed` train identical models.
+  """
+  keras.utils.set_random_seed(ctx.seed)
+  return _stage_function(stage)(ctx, *args)
+
+
 def run(stage, ctx, eval_stage=None):
   """Runs `stage` (or every stage of the pipeline for 'all') and returns its metrics."""
   validate_stage(stage)
   if stage == 'all':
     return run_all(ctx)
   if stage == 'eval':
-    return _stage_function('eval')(ctx, eval_stage)
-  return _stage_function(stage)(ctx)
+    return _run_stage('eval', ctx, eval_stage)
+  return _run_stage(stage, ctx)
 
 
 def run_all(ctx):
@@ -62,7 +75,7 @@ def run_all(ctx):
       print(f'[all] {stage}: already finished ({ctx.metrics_path(stage)}), skipped', flush=True)
       results[stage] = ctx.read_metrics(stage)
       continue
-    results[stage] = _stage_function(stage)(ctx)
+    results[stage] = _run_stage(stage, ctx)
   if ctx.is_chief:
     summary = results_lib.summarise([results_lib.target_accuracies(ctx.model_dir)])
     print(f'\n[all] {ctx.pair.name}, seed {ctx.seed}, target test accuracy:\n'
