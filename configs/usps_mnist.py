@@ -1,13 +1,3 @@
-"""USPS → MNIST (SPEC §3): LeNet, 28×28×1, the release's hyper-parameters."""
+"""USPS → MNIST (SPEC §3): the same LeNet settings as MNIST → USPS."""
 
-from configs import base
-
-
-def get_config():
-  config = base.get_config()
-  config.source.update(epochs=100, learning_rate=1e-4)
-  config.target_only.update(epochs=100, learning_rate=1e-4)
-  config.pixel.update(epochs=50, batch_size=100)
-  config.task.update(epochs=100, learning_rate=1e-4)
-  config.feature.update(epochs=200)
-  return config
+from configs.mnist_usps import get_config  # pylint: disable=unused-import

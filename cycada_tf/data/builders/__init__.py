@@ -45,6 +45,46 @@ def stratified_split(labels, test_size):
   return np.sort(train), np.sort(test)
 
 
+class BundledDigitsBuilder(LocalCodeBuilder, skip_registration=True):
+  """Digits that an installed package ships: a fixed stratified train/test split of them.
+
+  Subclasses set VERSION, RELEASE_NOTES, IMAGE_SHAPE, NUM_TEST, DESCRIPTION and HOMEPAGE and
+  implement `_load_arrays()` → (uint8 images [N, H, W, 1], int64 labels [N]).
+  """
+
+  IMAGE_SHAPE = None
+  NUM_TEST = None
+  DESCRIPTION = ''
+  HOMEPAGE = ''
+
+  def _load_arrays(self):
+    raise NotImplementedError
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        description=self.DESCRIPTION,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=self.IMAGE_SHAPE),
+            'label': tfds.features.ClassLabel(names=DIGIT_NAMES),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage=self.HOMEPAGE,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # The data ships with an installed package.
+    images, labels = self._load_arrays()
+    train, test = stratified_split(labels, self.NUM_TEST)
+    return {
+        'train': self._generate_examples(images, labels, train),
+        'test': self._generate_examples(images, labels, test),
+    }
+
+  def _generate_examples(self, images, labels, indices):
+    for index in indices:
+      yield int(index), {'image': images[index], 'label': int(labels[index])}
+
+
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from cycada_tf.data.builders.mnist_sample.mnist_sample_dataset_builder import MnistSample
 from cycada_tf.data.builders.uci_digits.uci_digits_dataset_builder import UciDigits

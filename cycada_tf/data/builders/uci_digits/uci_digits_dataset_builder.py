@@ -17,35 +17,17 @@ def to_uint8(images):
   return np.round(np.asarray(images, np.float64) * 255.0 / 16.0).astype(np.uint8)
 
 
-class UciDigits(builders.LocalCodeBuilder):
+class UciDigits(builders.BundledDigitsBuilder):
   """UCI optical recognition of handwritten digits (the sklearn `load_digits` copy)."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Stratified 1,437 / 360 split with random_state=0.'}
+  IMAGE_SHAPE = (8, 8, 1)
+  NUM_TEST = NUM_TEST
+  DESCRIPTION = 'UCI optical digits (8x8, 16 grey levels scaled to 0..255), from scikit-learn.'
+  HOMEPAGE = 'https://archive.ics.uci.edu/dataset/80'
 
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description='UCI optical digits (8x8, 16 grey levels scaled to 0..255), from scikit-learn.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(8, 8, 1)),
-            'label': tfds.features.ClassLabel(names=builders.DIGIT_NAMES),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://archive.ics.uci.edu/dataset/80',
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # The data ships with scikit-learn.
+  def _load_arrays(self):
     from sklearn import datasets  # pylint: disable=g-import-not-at-top
     digits = datasets.load_digits()
-    images = to_uint8(digits.images)[..., np.newaxis]
-    labels = digits.target.astype(np.int64)
-    train, test = builders.stratified_split(labels, NUM_TEST)
-    return {
-        'train': self._generate_examples(images, labels, train),
-        'test': self._generate_examples(images, labels, test),
-    }
-
-  def _generate_examples(self, images, labels, indices):
-    for index in indices:
-      yield int(index), {'image': images[index], 'label': int(labels[index])}
+    return to_uint8(digits.images)[..., np.newaxis], digits.target.astype(np.int64)
