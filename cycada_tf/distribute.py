@@ -4,11 +4,22 @@ One place decides the strategy so that every stage, the benchmark and the tests 
 `auto` mirrors over all local GPUs when there are any and otherwise uses the default strategy;
 `--cpu_replicas=N` splits the CPU into N logical devices so MirroredStrategy with N replicas runs
 on any machine (tests, and users checking a multi-replica setup before renting GPUs).
+
+Multi-worker rules (MultiWorkerMirroredStrategy), which the trainer and stages follow:
+- `model_dir` is shared by all workers (a network file system or a bucket): every worker
+  *restores* from the chief's checkpoints there, so a worker restarted on a fresh machine resumes
+  at the same step as the others.
+- Saving is collective, so every worker saves, but only the chief's copy is kept in `model_dir`;
+  the others write to a private temporary directory (`worker_dir`).
+- Only the chief writes summaries, metrics.json, PNGs and exports; other workers wait for files
+  the chief produces (`wait_for`) instead of producing their own.
 """
 
+import hashlib
 import json
 import os
 import tempfile
+import time
 
 import tensorflow as tf
 
@@ -75,9 +86,36 @@ def worker_dir(path, strategy):
   """
   if is_chief(strategy):
     return path
-  task_id = strategy.cluster_resolver.task_id
-  return os.path.join(tempfile.gettempdir(), f'cycada_worker{task_id}',
+  resolver = strategy.cluster_resolver
+  return non_chief_dir(path, resolver.task_type, resolver.task_id)
+
+
+def non_chief_dir(path, task_type, task_id):
+  """The private directory a non-chief worker writes in place of `path`.
+
+  It is keyed by a hash of the absolute `path`, so two stages (both writing `.../checkpoints`) or
+  two runs on one machine never share it: a stale copy from another stage must never be mistaken
+  for this one's. `tempfile.gettempdir()` honours `TMPDIR`.
+  """
+  key = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:12]
+  return os.path.join(tempfile.gettempdir(), f'cycada_{task_type}{task_id}', key,
                       os.path.basename(os.path.normpath(path)))
+
+
+def wait_for(predicate, what, timeout_seconds=3600, poll_seconds=0.5):
+  """Blocks until `predicate()` is true; used by non-chief workers waiting for the chief's files.
+
+  A non-chief that needs something only the chief writes (translated TFRecords, a finished
+  stage's metrics.json) polls for it outside any collective op, so the chief is never blocked.
+  Raises UserError after `timeout_seconds`, naming `what`, rather than hanging forever when the
+  chief has died.
+  """
+  deadline = time.monotonic() + timeout_seconds
+  while not predicate():
+    if time.monotonic() > deadline:
+      raise UserError(f'gave up after {timeout_seconds:.0f}s waiting for {what}; is the chief '
+                      'worker running, and is model_dir on storage every worker can read?')
+    time.sleep(poll_seconds)
 
 
 def describe(strategy):

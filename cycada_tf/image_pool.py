@@ -5,10 +5,14 @@ oscillation between generator and discriminator. Semantics follow CycleGAN's `Im
 the pool is filling, each new fake is stored and returned; once full, each fake is, with
 probability 1/2, returned as is, or else swapped with a random stored fake, which is returned.
 
-Distribution: the pool lives in replica-local (`ON_READ`) variables, so each replica keeps its own
-history of the fakes it generated (the global pool of `pool_size` is split evenly over replicas).
-Randomness is stateless, seeded by (seed, query count, replica id), so runs are reproducible and
-replicas never contend for a shared random state. A checkpoint stores replica 0's pool.
+Distribution: the pool is global, as if one device had generated the whole batch, so training
+does not depend on the replica count (a 2-GPU run sees the same pool as a 1-GPU run with the same
+global batch). Each replica gathers every replica's fakes (`all_gather`, in replica order, which
+is the order of the global batch), runs the same pool update on the global batch with the same
+stateless random numbers (seeded by (seed, query count), never by replica id), keeps an identical
+copy of the pool in replica-local (`ON_READ`) variables, and returns its own slice. The price is
+one all-gather of the fakes per query and a full pool per replica; a checkpoint stores replica
+0's copy, which equals every other.
 """
 
 import tensorflow as tf
@@ -21,11 +25,14 @@ def _local_variable(initial_value, name):
 
 
 class ImagePool(tf.Module):
-  """A per-replica pool of past fakes; create it inside `strategy.scope()`."""
+  """A pool of past fakes shared by all replicas; create it inside `strategy.scope()`."""
 
   def __init__(self, pool_size, image_shape, seed=0, num_replicas=1, name=None):
+    """`num_replicas` is accepted for callers of the former per-replica pool and ignored: the
+    pool is global, holding `pool_size` fakes whatever the replica count."""
     super().__init__(name=name)
-    self.capacity = max(int(pool_size) // max(int(num_replicas), 1), 0) if pool_size else 0
+    del num_replicas
+    self.capacity = max(int(pool_size), 0) if pool_size else 0
     self.seed = int(seed)
     self.images = _local_variable(
         tf.zeros((max(self.capacity, 1),) + tuple(image_shape)), 'images')
@@ -33,14 +40,26 @@ class ImagePool(tf.Module):
     self.num_queries = _local_variable(tf.constant(0, tf.int64), 'num_queries')
 
   def query(self, images):
-    """Returns a batch the same shape as `images`, mixing them with stored past fakes."""
+    """Returns a batch the same shape as `images`, mixing them with stored past fakes.
+
+    In replica context `images` is this replica's share of the global batch (every replica's
+    share has the same size, as with `drop_remainder=True`).
+    """
     if self.capacity == 0:
       return images
     images = tf.stop_gradient(images)
     replica_context = tf.distribute.get_replica_context()
-    replica_id = replica_context.replica_id_in_sync_group if replica_context else 0
-    seed = tf.stack([tf.cast(self.seed, tf.int64) * 1009 + tf.cast(replica_id, tf.int64),
-                     self.num_queries.read_value()])
+    num_replicas = replica_context.num_replicas_in_sync if replica_context else 1
+    if num_replicas == 1:
+      return self._query_global(images)
+    local_batch = tf.shape(images)[0]
+    returned = self._query_global(replica_context.all_gather(images, axis=0))
+    start = tf.cast(replica_context.replica_id_in_sync_group, tf.int32) * local_batch
+    return returned[start:start + local_batch]
+
+  def _query_global(self, images):
+    """CycleGAN's pool update on the whole global batch; identical on every replica."""
+    seed = tf.stack([tf.cast(self.seed, tf.int64) * 1009, self.num_queries.read_value()])
     self.num_queries.assign_add(1)
     batch = tf.shape(images)[0]
     coins = tf.random.stateless_uniform([batch], seed=seed)

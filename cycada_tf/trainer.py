@@ -159,13 +159,19 @@ def fit(stage, stage_dir, strategy, train_config):
   with strategy.scope():
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
   checkpoint = checkpoint_for(stage.models, stage.optimizers, stage.extra_state, step_var)
+  # Every worker saves (saving is collective), each into its own directory, but every worker
+  # restores from the chief's: a worker restarted on a fresh machine (empty temp dir) must
+  # resume at the same step as the others, or their collective ops would never match up.
   manager = tf.train.CheckpointManager(
       checkpoint, distribute.worker_dir(checkpoint_dir(stage_dir), strategy),
       max_to_keep=train_config.max_checkpoints_to_keep)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    print(f'[{stage.name}] resumed from {manager.latest_checkpoint} at step '
-          f'{int(step_var.numpy())}', flush=True)
+  latest = tf.train.latest_checkpoint(checkpoint_dir(stage_dir))
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    print(f'[{stage.name}] resumed from {latest} at step {int(step_var.numpy())}', flush=True)
+  # The last step saved, tracked here rather than read from each worker's own directory, so
+  # every worker makes the same save decisions (a mismatched collective save would hang).
+  last_saved = int(step_var.numpy()) if latest else -1
 
   total_steps = stage.steps_per_epoch * stage.epochs
   if stage.max_steps:
@@ -237,9 +243,12 @@ def fit(stage, stage_dir, strategy, train_config):
         window_sums, window_steps = {}, 0
       if step % train_config.checkpoint_every_steps == 0:
         manager.save(checkpoint_number=step)
+        last_saved = step
 
     epochs_completed = epoch + 1 if step == (epoch + 1) * stage.steps_per_epoch else epoch
-    manager.save(checkpoint_number=step)
+    if last_saved != step:
+      manager.save(checkpoint_number=step)
+      last_saved = step
     if stage.on_epoch_end is not None and epoch_steps:
       epoch_means = {k: v / epoch_steps for k, v in epoch_sums.items()}
       with writer.as_default(step=step):
@@ -251,7 +260,7 @@ def fit(stage, stage_dir, strategy, train_config):
 
   if window_steps:
     final_means = {k: v / window_steps for k, v in window_sums.items()}
-  if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f'-{step}'):
+  if last_saved != step:
     manager.save(checkpoint_number=step)
   writer.flush()
   return FitResult(steps=step, epochs_completed=epochs_completed, stop_reason=stop_reason,

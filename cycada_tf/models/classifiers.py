@@ -90,7 +90,11 @@ class DTN(keras.Model):
 
 
 def _batch_norm(name):
-  return layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+  # Synchronized: batch statistics are all-reduced over every replica (and worker), so they are
+  # the global batch's, as on one device, and training does not depend on the replica count.
+  # Without a strategy it is ordinary batch norm.
+  return layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
+                                   synchronized=True, name=name)
 
 
 CLASSIFIERS = {'lenet': LeNet, 'dtn': DTN}

@@ -156,6 +156,11 @@ def write_stage_metrics(ctx, stage_name, payload):
     shown = ', '.join(f'{k}={v:.4f}' for k, v in sorted(payload.items())
                       if k.endswith('accuracy') and isinstance(v, float))
     print(f'[{stage_name}] done: {shown} → {ctx.metrics_path(stage_name)}', flush=True)
+  else:
+    # Other workers finish the stage only once the chief has: the next stage's prerequisite
+    # check (`require`) and `--stage=all`'s skip test read this file on every worker.
+    distribute.wait_for(lambda: ctx.is_done(stage_name),
+                        f"the chief worker's {ctx.metrics_path(stage_name)}")
   return payload
 
 

@@ -10,6 +10,7 @@ import os
 
 import tensorflow as tf
 
+from cycada_tf import distribute
 from cycada_tf import trainer
 from cycada_tf.data import domains
 from cycada_tf.data import pipeline
@@ -37,15 +38,19 @@ def translate_source(ctx):
   directory = translated_source_dir(ctx)
   if translated.is_complete(directory):
     return directory
+  if not ctx.is_chief:
+    # Only the chief writes into model_dir; the other workers read its copy when complete.
+    distribute.wait_for(lambda: translated.is_complete(directory),
+                        f'the chief worker to translate the source set into {directory}')
+    return directory
   g_st = pixel.load_translator(ctx, needed_by='task')
   info = domains.domain_info(ctx.pair.source, ctx.data_dir)
   datasets = {split: pipeline.domain_dataset(
       ctx.pair.source, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
       data_dir=ctx.data_dir, shuffle=False) for split in ('train', 'test')}
   translate = tf.function(lambda images: g_st(images, training=False))
-  if ctx.is_chief:
-    print(f'[task] translating {ctx.pair.source} with G_ST into {directory}', flush=True)
-    translated.write(directory, translate, datasets, info.num_classes, info.class_names)
+  print(f'[task] translating {ctx.pair.source} with G_ST into {directory}', flush=True)
+  translated.write(directory, translate, datasets, info.num_classes, info.class_names)
   return directory
 
 

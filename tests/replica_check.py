@@ -1,0 +1,164 @@
+r"""Runs a few steps of one real stage on N CPU replicas and saves its per-step metrics and weights.
+
+`tests/test_distribute.py` runs this once per replica count, each in a fresh process, because
+logical CPU devices can only be configured before TensorFlow initialises:
+
+  python tests/replica_check.py --stages=source,pixel --replicas=2 --data_dir=D --out=DIR
+
+The stage comes from the real builders (`source.supervised_stage`, `pixel.build_stage`,
+`feature.build_stage`) on `tests.test_stages.tiny_config()`, run through `trainer.fit`, so what is
+compared is exactly what training does. Its input is the stage's own `dataset_fn`: with one worker
+the dataset is built once and MirroredStrategy deals consecutive per-replica batches to replicas 0,
+1, ..., so the N-replica global batch is the same examples, in the same order, as the 1-replica one.
+
+One deliberate change: dropout rates are set to 0. Keras draws a dropout mask per replica from the
+layer's seed state and the replica's batch shape, so masks with 2 replicas are statistically like
+the 1-replica masks but not the same bits; every other source of difference (loss scaling,
+reductions, batch-norm statistics, the image pool, the feature gate) is left in and compared.
+
+Several stages run one after the other in one process (TensorFlow starts once). Writes
+DIR/result.npz with, per stage, `<stage>/metric/<name>` (one value per step, from the chief's
+TensorBoard events), `<stage>/var/<model>/<variable path>` (final weights), and
+`<stage>/replica_spread/<name>` (largest difference between the replicas' copies of replica-local
+state, which must be 0).
+"""
+
+import argparse
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+STAGES = ('source', 'dtn', 'dtn_local_bn', 'pixel', 'feature')
+# DTN runs fewer steps: the conv biases in front of batch norm have a true gradient of exactly 0
+# (batch norm removes any per-channel constant), so theirs is rounding noise, which Adam scales up
+# to steps of ±learning_rate; those weights are excluded from the comparison, and later steps
+# inherit the noise through the forward pass.
+STEPS = {'dtn': 2, 'dtn_local_bn': 1, 'pixel': 3}
+
+
+def without_dropout(network):
+  """Sets every dropout rate in `network` to 0 (see the module docstring for why)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  for layer in network._flatten_layers(include_self=False):  # pylint: disable=protected-access
+    if isinstance(layer, keras.layers.Dropout):
+      layer.rate = 0.0
+  return network
+
+
+def build(stage_name, strategy, data_dir, model_dir):
+  """The real stage called `stage_name` on a tiny config; returns (stage, replica-local state)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from cycada_tf import models
+  from cycada_tf.data import pairs
+  from cycada_tf.stages import common
+  from cycada_tf.stages import feature
+  from cycada_tf.stages import pixel
+  from cycada_tf.stages import source
+  from tests import test_stages
+
+  config = test_stages.tiny_config(max_steps=0)
+  ctx = test_stages.make_context(model_dir, data_dir, config)
+  ctx.strategy = strategy
+  keras.utils.set_random_seed(ctx.seed)
+  if stage_name in ('source', 'dtn', 'dtn_local_bn'):
+    if stage_name != 'source':
+      # DTN (batch norm) at 32×32×3: the same real digits, resized and made RGB.
+      config.model.classifier = 'dtn'
+      ctx.pair = pairs.resolve_pair(None, 'uci_digits', 'mnist_sample', image_shape=(32, 32, 3))
+    config.source.batch_size = 16 if stage_name == 'source' else 8
+    with strategy.scope():
+      classifier = without_dropout(common.new_classifier(ctx))
+    if stage_name == 'dtn_local_bn':
+      # The control: per-replica batch statistics, to show the comparison notices them.
+      for layer in classifier._flatten_layers(include_self=False):  # pylint: disable=protected-access
+        if isinstance(layer, keras.layers.BatchNormalization):
+          layer.synchronized = False
+    return source.supervised_stage(ctx, 'source', ctx.pair.source, classifier), {}
+  if stage_name == 'pixel':
+    # A pool as big as one global batch, so it fills in step 1 and swaps in steps 2 and 3.
+    config.pixel.update(batch_size=4, pool_size=4, image_every_steps=1000)
+    with strategy.scope():
+      classifier = common.new_classifier(ctx)
+    stage, _, _ = pixel.build_stage(ctx, classifier)
+    return stage, {name: pool for name, pool in stage.extra_state.items()}
+  if stage_name == 'feature':
+    config.feature.update(batch_size=16, gate_threshold=0.55)
+    with strategy.scope():
+      f_t = without_dropout(common.new_classifier(ctx))
+      source_encoder = without_dropout(common.new_classifier(ctx))
+      source_encoder.trainable = False
+      discriminator = common.build_network(models.build_feature_discriminator(),
+                                           (config.model.num_classes,))
+    stage, _ = feature.build_stage(ctx, f_t, source_encoder, discriminator, ctx.pair.source,
+                                   'feature')
+    return stage, {}
+  raise ValueError(f'unknown stage {stage_name!r}; valid: {", ".join(STAGES)}')
+
+
+def run_stage(stage_name, strategy, args):
+  """Trains `stage_name` for `args.steps` steps; returns its arrays keyed `<stage>/<what>/...`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cycada_tf import trainer
+  from tests import test_stages
+
+  stage, local_state = build(stage_name, strategy, args.data_dir, args.out)
+  stage.max_steps = STEPS.get(stage_name, args.steps)
+  stage_dir = os.path.join(args.out, stage_name)
+  trainer.fit(stage, stage_dir, strategy,
+              trainer.TrainConfig(log_every_steps=1, checkpoint_every_steps=1000,
+                                  steps_per_call=1))
+  arrays = {}
+  events = os.path.join(stage_dir, 'train')
+  for tag in sorted(_scalar_tags(events)):
+    if tag != 'examples_per_second':
+      arrays[f'{stage_name}/metric/{tag}'] = np.array(test_stages.scalars(events, tag))
+  for name, model in stage.models.items():
+    for variable in model.weights:
+      arrays[f'{stage_name}/var/{name}/{variable.path}'] = np.asarray(variable.numpy())
+  for name, module in local_state.items():
+    for variable in module.variables:
+      copies = [c.numpy() for c in strategy.experimental_local_results(variable)]
+      spread = max(float(np.max(np.abs(c.astype(np.float64) - copies[0]))) for c in copies)
+      arrays[f'{stage_name}/replica_spread/{name}/{variable.name}'] = np.array(spread)
+      arrays[f'{stage_name}/var/{name}/{variable.name}'] = copies[0]
+  return arrays
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--stages', required=True,
+                      help=f'comma-separated, run in this order in one process: {STAGES}')
+  parser.add_argument('--replicas', type=int, required=True)
+  parser.add_argument('--steps', type=int, default=4)
+  parser.add_argument('--data_dir', required=True)
+  parser.add_argument('--out', required=True)
+  args = parser.parse_args()
+
+  from cycada_tf import distribute  # pylint: disable=g-import-not-at-top
+  strategy = distribute.create_strategy('auto', args.replicas)
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  tf.config.experimental.enable_op_determinism()
+  assert strategy.num_replicas_in_sync == args.replicas, distribute.describe(strategy)
+  arrays = {}
+  for stage_name in args.stages.split(','):
+    arrays.update(run_stage(stage_name, strategy, args))
+  np.savez(os.path.join(args.out, 'result.npz'), **arrays)
+
+
+def _scalar_tags(event_dir):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tags = set()
+  for name in os.listdir(event_dir):
+    for record in tf.data.TFRecordDataset(os.path.join(event_dir, name)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      tags |= {v.tag for v in event.summary.value if v.HasField('tensor')
+               and not v.tensor.string_val}
+  return tags
+
+
+if __name__ == '__main__':
+  main()
