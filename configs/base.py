@@ -39,7 +39,8 @@ def get_config():
       log_every_steps=50,        # progress line, TensorBoard scalars, NaN check
       checkpoint_every_steps=200,
       steps_per_call=10,         # compiled steps per tf.function call
-      jit_compile=False,
+      jit_compile=False,         # XLA-compile each step (see docs/performance.md)
+      precision='fp32',          # fp32 | bf16 (Keras mixed_bfloat16; cycada_tf/precision.py)
       max_checkpoints_to_keep=2,
   ))
 

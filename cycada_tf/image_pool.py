@@ -82,4 +82,6 @@ class ImagePool(tf.Module):
       outputs = outputs.write(i, returned)
     self.images.assign(stored)
     self.num_stored.assign(num_stored)
-    return outputs.stack()
+    # The loop loses the static batch size; restore it so that the discriminator's graph keeps
+    # full shapes (XLA and the benchmark's FLOP count need them).
+    return tf.ensure_shape(outputs.stack(), images.shape)

@@ -30,8 +30,10 @@ def per_example_mean(values):
 
 
 def _as_float(x):
+  """float32 for any input: losses are always computed in float32, even when a network runs in
+  bfloat16 (mixed precision), where sums over many pixels would lose most of their digits."""
   x = tf.convert_to_tensor(x)
-  return x if x.dtype.is_floating else tf.cast(x, tf.float32)
+  return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
 
 
 def task_loss(labels, logits, ignore_label=255):

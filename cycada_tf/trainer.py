@@ -149,6 +149,44 @@ class _Progress:
             f'{rate:.0f} examples/s | ETA {eta_text}'), rate
 
 
+def make_run_steps(stage, strategy, train_config):
+  """The compiled function `fit` calls: (distributed iterator, num_steps) → summed metrics.
+
+  Public so that `train.bench` times exactly what training runs. With `jit_compile`, XLA
+  compiles one step (the replica step, or the whole cross-replica step), not the loop around it:
+  the loop reads the input iterator, and `IteratorGetNext` has no XLA kernel.
+  """
+  if train_config.jit_compile:
+    if stage.cross_replica_step is not None:
+      # Needs a strategy whose cross-replica reductions XLA can compile (one replica).
+      stage = dataclasses.replace(
+          stage, cross_replica_step=tf.function(stage.cross_replica_step, jit_compile=True))
+    else:
+      stage = dataclasses.replace(
+          stage, replica_step=tf.function(stage.replica_step, jit_compile=True))
+  step_fn = stage.step_in_cross_replica_context
+
+  @tf.function
+  def run_steps(iterator, num_steps):
+    """Runs `num_steps` compiled steps and returns each metric summed over them."""
+    totals = step_fn(strategy, next(iterator))
+    for _ in tf.range(num_steps - 1):
+      outputs = step_fn(strategy, next(iterator))
+      totals = {k: totals[k] + outputs[k] for k in totals}
+    return totals
+
+  return run_steps
+
+
+def epoch_iterator(stage, strategy, epoch, offset=0):
+  """The distributed iterator over `epoch`'s batches, from its `offset`-th step (for resuming)."""
+
+  def epoch_dataset_fn(input_context):
+    return stage.dataset_fn(input_context, epoch).skip(offset)
+
+  return iter(strategy.distribute_datasets_from_function(epoch_dataset_fn))
+
+
 def fit(stage, stage_dir, strategy, train_config):
   """Trains `stage` to its end (or early stop), resuming from `stage_dir` if a run was killed.
 
@@ -179,15 +217,7 @@ def fit(stage, stage_dir, strategy, train_config):
   writer = (tf.summary.create_file_writer(os.path.join(stage_dir, 'train')) if chief
             else tf.summary.create_noop_writer())
 
-  @tf.function(jit_compile=train_config.jit_compile or None)
-  def run_steps(iterator, num_steps):
-    """Runs `num_steps` compiled steps and returns each metric summed over them."""
-
-    totals = stage.step_in_cross_replica_context(strategy, next(iterator))
-    for _ in tf.range(num_steps - 1):
-      outputs = stage.step_in_cross_replica_context(strategy, next(iterator))
-      totals = {k: totals[k] + outputs[k] for k in totals}
-    return totals
+  run_steps = make_run_steps(stage, strategy, train_config)
 
   step = int(step_var.numpy())
   progress = _Progress(stage.name, total_steps, stage.global_batch_size, step)
@@ -201,10 +231,7 @@ def fit(stage, stage_dir, strategy, train_config):
     epoch, offset = divmod(step, stage.steps_per_epoch)
     epoch_end = min((epoch + 1) * stage.steps_per_epoch, total_steps)
 
-    def epoch_dataset_fn(input_context, epoch=epoch, offset=offset):
-      return stage.dataset_fn(input_context, epoch).skip(offset)
-
-    iterator = iter(strategy.distribute_datasets_from_function(epoch_dataset_fn))
+    iterator = epoch_iterator(stage, strategy, epoch, offset)
     epoch_sums, epoch_steps = {}, 0
     while step < epoch_end:
       next_log = (step // train_config.log_every_steps + 1) * train_config.log_every_steps

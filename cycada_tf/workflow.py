@@ -8,6 +8,7 @@ import importlib
 
 import keras
 
+from cycada_tf import precision
 from cycada_tf import results as results_lib
 from cycada_tf.errors import UserError
 
@@ -51,7 +52,19 @@ def _run_stage(stage, ctx, *args):
   the same `--seed` train identical models.
   """
   keras.utils.set_random_seed(ctx.seed)
-  return _stage_function(stage)(ctx, *args)
+  with precision.policy_scope(_stage_precision(stage, ctx.config)):
+    return _stage_function(stage)(ctx, *args)
+
+
+def _stage_precision(stage, config):
+  """The precision a stage's models are built in: `config.train.precision`, except `export`.
+
+  Exported SavedModels are always float32 so that any serving machine runs them (the weights
+  are float32 whatever the training precision, so nothing is lost).
+  """
+  if stage == 'export':
+    return 'fp32'
+  return config.train.get('precision', 'fp32')
 
 
 def run(stage, ctx, eval_stage=None):

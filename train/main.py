@@ -66,6 +66,7 @@ def build_context():
   import tensorflow_datasets as tfds
 
   from cycada_tf import distribute
+  from cycada_tf import precision
   from cycada_tf.data import pairs
   from cycada_tf.stages import common
   from cycada_tf import workflow
@@ -80,6 +81,9 @@ def build_context():
   if pair.name.startswith('custom:'):
     pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=(
         config.data.image_size, config.data.image_size, config.data.channels))
+  # Checked now so a typo fails in a second, not after data preparation; the policy itself is
+  # set per stage by `workflow` (export always builds float32 models).
+  precision.policy_name(config.train.get('precision', 'fp32'))
   tfds.disable_progress_bar()
   if FLAGS.seed is not None:
     config.seed = FLAGS.seed

@@ -52,7 +52,7 @@ class LeNet(keras.Model):
     x = keras.ops.relu(self.pool2(x))
     features = self.fc(self.flatten(x))
     x = self.fc_dropout(keras.ops.relu(features), training=training)
-    return self.logits(x), features
+    return _float32(self.logits(x)), _float32(features)
 
 
 class DTN(keras.Model):
@@ -86,7 +86,13 @@ class DTN(keras.Model):
       x = keras.ops.relu(dropout(norm(conv(x), training=training), training=training))
     features = self.fc_norm(self.fc(self.flatten(x)), training=training)
     x = self.fc_dropout(keras.ops.relu(features), training=training)
-    return self.logits(x), features
+    return _float32(self.logits(x)), _float32(features)
+
+
+def _float32(x):
+  """Outputs leave the network in float32 whatever the dtype policy (see `cycada_tf.precision`):
+  under `mixed_bfloat16` the layers compute in bfloat16, but losses and metrics must not."""
+  return keras.ops.cast(x, 'float32')
 
 
 def _batch_norm(name):

@@ -36,7 +36,7 @@ class FeatureDiscriminator(keras.Model):
       x = keras.ops.relu(dense(x))
       if dropout is not None:
         x = dropout(x, training=training)
-    return self.scores(x)
+    return keras.ops.cast(self.scores(x), 'float32')  # float32 losses (precision.py)
 
 
 def _conv_stack(specs, kernel):
@@ -61,7 +61,7 @@ class _ScoreMapDiscriminator(keras.Model):
   def call(self, x, training=False):
     for layer in self.stack:
       x = layer(x)
-    return self.score(x)
+    return keras.ops.cast(self.score(x), 'float32')  # float32 losses (precision.py)
 
 
 class PatchGAN(_ScoreMapDiscriminator):

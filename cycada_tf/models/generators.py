@@ -116,7 +116,7 @@ class DigitGenerator(keras.Model):
       x = block(x, training=training)
     for stage in self.decoder:
       x = stage(x, training=training)
-    return keras.ops.tanh(self.to_image(x))
+    return keras.ops.cast(keras.ops.tanh(self.to_image(x)), 'float32')  # see precision.py
 
 
 class ResnetGenerator(keras.Model):
@@ -154,7 +154,7 @@ class ResnetGenerator(keras.Model):
       x = block(x, training=training)
     for stage in self.decoder:
       x = stage(x, training=training)
-    return keras.ops.tanh(self.to_image(self.pad_out(x)))
+    return keras.ops.cast(keras.ops.tanh(self.to_image(self.pad_out(x))), 'float32')
 
 
 GENERATORS = {'digit': DigitGenerator, 'resnet9': ResnetGenerator}

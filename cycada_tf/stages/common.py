@@ -117,7 +117,10 @@ def load_classifier(ctx, stage_name, needed_by):
 
 
 def confusion_matrix(ctx, classifier, domain_spec, split='test'):
-  """The confusion matrix of `classifier` on one domain split (whole split, in order)."""
+  """The confusion matrix of `classifier` on one domain split (whole split, in order).
+
+  `classifier` is anything called as `classifier(images, training=False)` → (logits, ...).
+  """
   dataset = pipeline.domain_dataset(
       domain_spec, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
       data_dir=ctx.data_dir, shuffle=False, repeat=False, drop_remainder=False)

@@ -76,7 +76,13 @@ def no_update_stop_reason(epoch, epoch_means):
   return None
 
 
-def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name):
+def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name,
+                num_train=None):
+  """The feature `trainer.Stage` and its `GateState`.
+
+  `num_train` (examples per epoch, the larger domain's) defaults to the domains' sizes;
+  `train.bench` passes it to build the real step without the data.
+  """
   section = ctx.config.feature
   batch_size = int(section.batch_size)
   use_logits = ctx.config.model.feature_discriminator_input == 'logits'
@@ -135,10 +141,10 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
                     'gated_off': 1.0 - updated, 'gate_window_accuracy': window_accuracy})
     return outputs
 
-  info_s = domains.domain_info(source_spec, ctx.data_dir)
-  info_t = domains.domain_info(ctx.pair.target, ctx.data_dir)
-  steps_per_epoch = pipeline.steps_per_epoch(
-      max(info_s.num_examples['train'], info_t.num_examples['train']), batch_size)
+  if num_train is None:
+    num_train = max(domains.domain_info(spec, ctx.data_dir).num_examples['train']
+                    for spec in (source_spec, ctx.pair.target))
+  steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
 
   def dataset_fn(input_context, epoch):
     return pipeline.paired_dataset(

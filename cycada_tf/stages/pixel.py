@@ -182,35 +182,37 @@ class _SampleImages:
 def translated_accuracies(ctx, nets, classifier):
   """f_S on translated test images: a sanity signal, never used for training or selection.
 
-  `fs_on_translated_target`: f_S(G_TS(x_t)) against target labels (should beat f_S(x_t)).
-  `fs_on_translated_source`: f_S(G_ST(x_s)) against source labels (semantics kept).
+  `fs_translated_target_accuracy`: f_S(G_TS(x_t)) against target labels (should beat f_S(x_t)).
+  `fs_translated_source_accuracy`: f_S(G_ST(x_s)) against source labels (semantics kept).
   """
-  results = {}
-  for key, spec, generator in (('fs_on_translated_target', ctx.pair.target, nets.g_ts),
-                               ('fs_on_translated_source', ctx.pair.source, nets.g_st)):
-    dataset = pipeline.domain_dataset(spec, 'test', ctx.image_shape,
-                                      batch_size=int(ctx.config.eval.batch_size),
-                                      data_dir=ctx.data_dir, shuffle=False)
-    correct = total = 0
-    for images, labels in dataset:
-      logits, _ = classifier(generator(images, training=False), training=False)
-      correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.int32)))
-      total += int(labels.shape[0])
-    results[key] = correct / max(total, 1)
-  return results
+  def through(generator):
+    return lambda images, training: classifier(generator(images, training=training),
+                                               training=training)
+
+  return {
+      'fs_translated_target_accuracy': common.accuracy_on(ctx, through(nets.g_ts),
+                                                          ctx.pair.target),
+      'fs_translated_source_accuracy': common.accuracy_on(ctx, through(nets.g_st),
+                                                          ctx.pair.source),
+  }
 
 
-def build_stage(ctx, classifier):
-  """The pixel `trainer.Stage`; `classifier` is the frozen f_S."""
+def build_stage(ctx, classifier, num_train=None, with_samples=True):
+  """The pixel `trainer.Stage`; `classifier` is the frozen f_S.
+
+  `num_train` (examples per epoch, the larger domain's) defaults to the domains' sizes and
+  `with_samples=False` skips the test images for summaries: `train.bench` sets both to build the
+  real step offline. Returns (stage, nets, samples or None).
+  """
   section = ctx.config.pixel
   if section.semantic_labels not in SEMANTIC_LABELS:
     raise UserError(f'--config.pixel.semantic_labels={section.semantic_labels!r}; valid: '
                     f'{", ".join(SEMANTIC_LABELS)}.')
   batch_size = int(section.batch_size)
-  info_s = domains.domain_info(ctx.pair.source, ctx.data_dir)
-  info_t = domains.domain_info(ctx.pair.target, ctx.data_dir)
-  steps_per_epoch = pipeline.steps_per_epoch(
-      max(info_s.num_examples['train'], info_t.num_examples['train']), batch_size)
+  if num_train is None:
+    num_train = max(domains.domain_info(spec, ctx.data_dir).num_examples['train']
+                    for spec in (ctx.pair.source, ctx.pair.target))
+  steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
   total_steps = steps_per_epoch * int(section.epochs)
   schedule = LinearDecay(section.learning_rate, total_steps,
                          steps_per_epoch * int(section.decay_epochs))
@@ -232,7 +234,7 @@ def build_stage(ctx, classifier):
         input_context=input_context, cache=ctx.config.data.cache,
         shuffle_buffer=ctx.config.data.shuffle_buffer)
 
-  samples = _SampleImages(ctx, nets) if ctx.is_chief else None
+  samples = _SampleImages(ctx, nets) if ctx.is_chief and with_samples else None
   every = max(int(section.image_every_steps), 1)
 
   def on_log(step):
@@ -257,7 +259,7 @@ def run(ctx):
   result = trainer.fit(stage, ctx.stage_dir('pixel'), ctx.strategy,
                        trainer.TrainConfig.from_config(ctx.config.train))
   payload = dict(common.fit_summary(result), **translated_accuracies(ctx, nets, classifier))
-  payload['fs_on_target'] = common.accuracy_on(ctx, classifier, ctx.pair.target)
+  payload['fs_target_accuracy'] = common.accuracy_on(ctx, classifier, ctx.pair.target)
   if samples is not None:
     png = os.path.join(ctx.stage_dir('pixel'), TRANSLATION_PNG)
     summaries.save_png(samples.grid(), png)

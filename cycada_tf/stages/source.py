@@ -29,11 +29,16 @@ def classifier_step(classifier, optimizer, global_batch_size):
   return replica_step
 
 
-def supervised_stage(ctx, stage_name, domain_spec, classifier, dataset_fn=None):
-  """A `trainer.Stage` that trains `classifier` on labelled `domain_spec` train images."""
+def supervised_stage(ctx, stage_name, domain_spec, classifier, dataset_fn=None, num_train=None):
+  """A `trainer.Stage` that trains `classifier` on labelled `domain_spec` train images.
+
+  `num_train` (train examples per epoch) defaults to the domain's size; `train.bench` passes it
+  so that it can build the real step without the data being on the machine.
+  """
   section = ctx.config[stage_name]
   batch_size = int(section.batch_size)
-  num_train = domains.domain_info(domain_spec, ctx.data_dir).num_examples['train']
+  if num_train is None:
+    num_train = domains.domain_info(domain_spec, ctx.data_dir).num_examples['train']
   with ctx.strategy.scope():
     optimizer = common.build_optimizer(common.adam(section), classifier)
 

@@ -1,0 +1,147 @@
+"""`train.bench`, the FLOP counter and bfloat16 mixed precision, on tiny configs.
+
+The bench runs in subprocesses as users run it; the FLOP counts are checked against hand counts,
+so a counter that misses backprop convolutions or counts pruned ones fails here.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from absl import flags
+from absl.testing import flagsaver
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import uci_mnist
+from cycada_tf import flops
+from cycada_tf import precision
+from cycada_tf.data import pairs
+from cycada_tf.errors import UserError
+from cycada_tf.stages import common
+from train import bench
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# LeNet training step per example: forward conv1 + conv2 + fc + logits MACs ×2, backward the same
+# twice except conv1's input gradient (images need none), which TF prunes.
+_CONV1, _CONV2 = 24 * 24 * 25 * 20, 8 * 8 * 25 * 20 * 50
+_FC, _LOGITS = 800 * 500, 500 * 10
+LENET_STEP_FLOPS = 2 * (3 * (_CONV1 + _CONV2 + _FC + _LOGITS) - _CONV1)
+
+
+def run_bench(*args, timeout=240):
+  result = subprocess.run(
+      [sys.executable, '-m', 'train.bench', '--steps=3', '--warmup=1', '--peak_sizes=256',
+       '--peak_repeats=1', *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 1, result.stdout  # one JSON line, nothing else on stdout
+  return json.loads(lines[0])
+
+
+def test_flops_counts_convs_matmuls_and_their_gradients():
+  kernel = tf.Variable(tf.ones([3, 3, 3, 5]))
+  weights = tf.Variable(tf.ones([320, 4]))
+
+  @tf.function
+  def step(images, n):
+    with tf.GradientTape() as tape:
+      maps = tf.nn.conv2d(images, kernel, 1, 'SAME')  # [2, 8, 8, 5]
+      loss = tf.reduce_sum(tf.matmul(tf.reshape(maps, [2, 320]), weights))
+    grads = tape.gradient(loss, [kernel, weights])
+    extra = tf.cond(loss > 0, lambda: tf.matmul(weights, weights, transpose_a=True),
+                    lambda: tf.zeros([4, 4]))
+    for _ in tf.range(n):  # loop bodies are the trainer's *other* steps: not counted
+      extra = tf.matmul(extra, extra)
+    return grads, extra
+
+  graph = step.get_concrete_function(tf.TensorSpec([2, 8, 8, 3]), tf.constant(1)).graph
+  conv = 2 * (2 * 8 * 8 * 5) * 27  # forward, and again for the filter gradient
+  dense = 2 * 2 * 320 * 4          # forward, input gradient, weight gradient
+  expected = 2 * conv + 3 * dense + 2 * 4 * 4 * 320  # + the costlier cond branch
+  assert flops.graph_flops(graph) == expected
+  assert flops.graph_flops(graph, count_loops=True) == expected + 2 * 4 * 4 * 4
+
+
+def test_source_bench_reports_speed_flops_and_peak():
+  result = run_bench('--stage=source', '--config.source.batch_size=8')
+  assert result['stage'] == 'source' and result['mode'] == 'step'
+  assert result['examples_per_second'] > 0 and result['metrics_finite']
+  assert result['flops_per_example'] == LENET_STEP_FLOPS
+  assert result['flops_per_step'] == 8 * LENET_STEP_FLOPS
+  assert result['peak_matmul_gflops'] > 0 and result['fraction_of_peak'] > 0
+  assert result['achieved_gflops'] == pytest.approx(
+      result['fraction_of_peak'] * result['peak_matmul_gflops'])
+
+
+def test_pixel_bench_runs_the_pixel_step_in_bf16():
+  result = run_bench('--stage=pixel', '--precision=bf16', '--config.pixel.batch_size=4',
+                     '--config.model.generator_filters=4', '--config.model.discriminator_filters=4')
+  assert result['precision'] == 'bf16' and result['metrics_finite']
+  assert {'loss/cycle', 'loss/semantic', 'loss/d_t', 'loss/d_s'} <= set(result['last_call_metrics'])
+  assert result['examples_per_second'] > 0 and result['fraction_of_peak'] > 0
+  # Two generators and two discriminators run forward and backward: far more than f_S's step.
+  assert result['flops_per_example'] > LENET_STEP_FLOPS
+  assert result['peak_matmul_gflops_bf16'] > 0
+
+
+def test_input_mode_reads_the_real_pipeline(offline_data_dir):
+  result = run_bench('--stage=source', '--mode=input', f'--data_dir={offline_data_dir}',
+                     '--config.source.batch_size=32', '--config.train.steps_per_call=2')
+  assert result['mode'] == 'input' and result['examples_per_second'] > 0
+  assert result['timed_steps'] == 3 and result['global_batch_size'] == 32
+  assert 'flops_per_step' not in result
+
+
+@flagsaver.flagsaver
+def test_bench_rejects_stages_without_a_training_step():
+  flags.FLAGS(['bench', '--stage=eval'])
+  with pytest.raises(UserError, match='cannot be benchmarked'):
+    bench.run()
+
+
+def _tiny_context():
+  config = uci_mnist.get_config()
+  config.model.update(generator_filters=4, discriminator_filters=4)
+  config.pixel.batch_size = 4
+  config.source.batch_size = 4
+  return common.Context(config=config, pair=pairs.PAIRS['uci_mnist'], model_dir='unused')
+
+
+@pytest.mark.parametrize('stage_name', ['source', 'pixel'])
+def test_bf16_step_gives_finite_float32_losses_and_restores_policy(stage_name):
+  ctx = _tiny_context()
+  with precision.policy_scope('bf16'):
+    stage = bench.build_stage(ctx, stage_name, num_train=40)
+    batch = bench.synthetic_batch(ctx.image_shape, 4, 10, paired=stage_name == 'pixel')
+    batch = tf.nest.map_structure(tf.constant, batch)
+    outputs = stage.replica_step(batch)  # eagerly: the compiled path is the subprocess tests'
+  for model in stage.models.values():
+    assert all(v.dtype == tf.float32 for v in model.trainable_variables)  # float32 masters
+    assert any(l.compute_dtype == 'bfloat16' for l in model._flatten_layers())  # pylint: disable=protected-access
+  for name, value in outputs.items():
+    assert value.dtype == tf.float32, name
+    assert math.isfinite(float(value)), name
+  assert keras.mixed_precision.global_policy().name == 'float32'
+  assert precision.current() == 'fp32'
+
+
+def test_unknown_precision_is_a_user_error():
+  with pytest.raises(UserError, match='valid: fp32, bf16'):
+    with precision.policy_scope('fp16'):
+      pass
+  assert keras.mixed_precision.global_policy().name == 'float32'
+
+
+def test_bf16_networks_return_float32():
+  from cycada_tf import models  # pylint: disable=g-import-not-at-top
+  with precision.policy_scope('bf16'):
+    nets = (models.build_classifier('lenet'), models.build_generator('digit', 1, filters=4),
+            models.build_image_discriminator('patchgan', filters=4))
+    outputs = [tf.nest.flatten(net(tf.zeros([2, 28, 28, 1]))) for net in nets]
+  assert all(t.dtype == tf.float32 for out in outputs for t in out)
+  assert np.isfinite(np.concatenate([np.ravel(t) for out in outputs for t in out])).all()
