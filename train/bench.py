@@ -33,8 +33,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 
+from train import cli
 from train import main as train_main
 
 FLAGS = flags.FLAGS
@@ -335,18 +335,7 @@ def run():
 
 
 def main(argv):
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  if len(argv) > 1:
-    print(f'error: unexpected arguments {argv[1:]}; flags look like --stage=pixel.',
-          file=sys.stderr)
-    sys.exit(2)
-  from cycada_tf.errors import UserError  # pylint: disable=g-import-not-at-top
-  try:
-    result = run()
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  result = cli.run_command(argv, run, example_flag='--stage=pixel')
   print(json.dumps(result, sort_keys=True), flush=True)
 
 

@@ -11,7 +11,6 @@ can check a dataset without parsing prose.
 import dataclasses
 import json
 import re
-import sys
 
 from absl import app
 from absl import flags
@@ -22,6 +21,7 @@ from cycada_tf.data import domains
 from cycada_tf.data import pairs
 from cycada_tf.data import pipeline
 from cycada_tf.errors import UserError
+from train import cli
 
 FLAGS = flags.FLAGS
 # Each sample is enlarged to at least this many pixels so 16×16 digits are visible.
@@ -109,14 +109,10 @@ def run(dataset, source, target, image_size, channels, data_dir, out, samples):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  try:
-    summary = run(FLAGS.dataset, FLAGS.source, FLAGS.target, FLAGS.image_size, FLAGS.channels,
-                  FLAGS.data_dir, FLAGS.out, FLAGS.samples)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  summary = cli.run_command(
+      argv, lambda: run(FLAGS.dataset, FLAGS.source, FLAGS.target, FLAGS.image_size,
+                        FLAGS.channels, FLAGS.data_dir, FLAGS.out, FLAGS.samples),
+      example_flag='--dataset=uci_mnist')
   print(json.dumps(summary))
 
 

@@ -8,15 +8,15 @@ Errors in the user's input print one line and exit with code 2.
 
 import importlib
 import os
-import sys
 
 # TensorFlow's C++ start-up chatter hides the progress lines; errors still show.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
+
+from train import cli
 
 _CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             'configs')
@@ -98,21 +98,13 @@ def build_context():
                         data_dir=FLAGS.data_dir, strategy=strategy)
 
 
+def run():
+  from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
+  return workflow.run(FLAGS.stage, build_context(), eval_stage=FLAGS.eval_stage)
+
+
 def main(argv):
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  if len(argv) > 1:
-    print(f'error: unexpected arguments {argv[1:]}; flags look like --stage=source.',
-          file=sys.stderr)
-    sys.exit(2)
-  from cycada_tf import workflow
-  from cycada_tf.errors import UserError
-  try:
-    ctx = build_context()
-    workflow.run(FLAGS.stage, ctx, eval_stage=FLAGS.eval_stage)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  cli.run_command(argv, run, example_flag='--stage=source')
 
 
 if __name__ == '__main__':
