@@ -164,14 +164,16 @@ def make_run_steps(stage, strategy, train_config):
     else:
       stage = dataclasses.replace(
           stage, replica_step=tf.function(stage.replica_step, jit_compile=True))
-  step_fn = stage.step_in_cross_replica_context
+  # A function of its own, so the step is traced once although it is called twice below (the
+  # first step outside the loop gives the loop its metric structure).
+  step_fn = tf.function(lambda batch: stage.step_in_cross_replica_context(strategy, batch))
 
   @tf.function
   def run_steps(iterator, num_steps):
     """Runs `num_steps` compiled steps and returns each metric summed over them."""
-    totals = step_fn(strategy, next(iterator))
+    totals = step_fn(next(iterator))
     for _ in tf.range(num_steps - 1):
-      outputs = step_fn(strategy, next(iterator))
+      outputs = step_fn(next(iterator))
       totals = {k: totals[k] + outputs[k] for k in totals}
     return totals
 
