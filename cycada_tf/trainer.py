@@ -198,7 +198,11 @@ def fit(stage, stage_dir, strategy, train_config):
   chief = distribute.is_chief(strategy)
   with strategy.scope():
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
-  checkpoint = checkpoint_for(stage.models, stage.optimizers, stage.extra_state, step_var)
+  # An early stop is recorded in the checkpoint, so a run killed after its stop decision (but
+  # before its stage wrote metrics.json) does not train on when it is started again.
+  stopped_var = tf.Variable('', dtype=tf.string, trainable=False, name='stop_reason')
+  checkpoint = checkpoint_for(stage.models, stage.optimizers,
+                              dict(stage.extra_state, trainer_stop_reason=stopped_var), step_var)
   # Every worker saves (saving is collective), each into its own directory, but every worker
   # restores from the chief's: a worker restarted on a fresh machine (empty temp dir) must
   # resume at the same step as the others, or their collective ops would never match up.
@@ -223,7 +227,10 @@ def fit(stage, stage_dir, strategy, train_config):
 
   step = int(step_var.numpy())
   progress = _Progress(stage.name, total_steps, stage.global_batch_size, step)
-  stop_reason = 'completed all steps'
+  stop_reason = stopped_var.numpy().decode() or 'completed all steps'
+  if stopped_var.numpy():
+    print(f'[{stage.name}] already stopped early at step {step}: {stop_reason}', flush=True)
+    total_steps = step
   final_means = {}
   window_sums, window_steps = {}, 0
   start_time = time.perf_counter()
@@ -275,17 +282,20 @@ def fit(stage, stage_dir, strategy, train_config):
         last_saved = step
 
     epochs_completed = epoch + 1 if step == (epoch + 1) * stage.steps_per_epoch else epoch
-    if last_saved != step:
-      manager.save(checkpoint_number=step)
-      last_saved = step
+    reason = None
     if stage.on_epoch_end is not None and epoch_steps:
       epoch_means = {k: v / epoch_steps for k, v in epoch_sums.items()}
       with writer.as_default(step=step):
         reason = stage.on_epoch_end(epoch, epoch_means)
-      if reason:
-        stop_reason = reason
-        print(f'[{stage.name}] stopping early: {reason}', flush=True)
-        break
+    if reason:
+      stopped_var.assign(reason)
+    if last_saved != step or reason:
+      manager.save(checkpoint_number=step)
+      last_saved = step
+    if reason:
+      stop_reason = reason
+      print(f'[{stage.name}] stopping early: {reason}', flush=True)
+      break
 
   if window_steps:
     final_means = {k: v / window_steps for k, v in window_sums.items()}

@@ -103,6 +103,10 @@ def test_on_epoch_end_can_stop_early(tmp_path):
   result = trainer.fit(stage, str(tmp_path), strategy, CONFIG)
   assert result.stop_reason == 'enough' and result.steps == 8
   assert seen == [(0, pytest.approx(1.0))]
+  # Started again (say after a kill before the stage wrote its metrics), it stays stopped.
+  stage, _ = toy_stage(strategy, on_epoch_end=stop_after_first)
+  again = trainer.fit(stage, str(tmp_path), strategy, CONFIG)
+  assert again.stop_reason == 'enough' and again.steps == 8 and len(seen) == 1
 
 
 def test_write_json_atomically(tmp_path):
