@@ -27,11 +27,9 @@ def _local_variable(initial_value, name):
 class ImagePool(tf.Module):
   """A pool of past fakes shared by all replicas; create it inside `strategy.scope()`."""
 
-  def __init__(self, pool_size, image_shape, seed=0, num_replicas=1, name=None):
-    """`num_replicas` is accepted for callers of the former per-replica pool and ignored: the
-    pool is global, holding `pool_size` fakes whatever the replica count."""
+  def __init__(self, pool_size, image_shape, seed=0, name=None):
+    """A global pool: `pool_size` fakes whatever the replica count."""
     super().__init__(name=name)
-    del num_replicas
     self.capacity = max(int(pool_size), 0) if pool_size else 0
     self.seed = int(seed)
     self.images = _local_variable(

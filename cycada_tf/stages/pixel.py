@@ -221,9 +221,7 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
     optimizers = {name: common.build_optimizer(common.adam(section, schedule),
                                                getattr(nets, name))
                   for name in Translators.NAMES}
-    pools = {name: image_pool.ImagePool(section.pool_size, ctx.image_shape,
-                                        seed=ctx.seed + i,
-                                        num_replicas=ctx.strategy.num_replicas_in_sync)
+    pools = {name: image_pool.ImagePool(section.pool_size, ctx.image_shape, seed=ctx.seed + i)
              for i, name in enumerate(('d_t', 'd_s'))}
   classifier.trainable = False
 
