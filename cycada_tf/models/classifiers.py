@@ -16,7 +16,7 @@ here depends on the batch size, so a replica of a `MirroredStrategy` can run it 
 import keras
 from keras import layers
 
-from cycada_tf import errors
+from cycada_tf.models import registry
 
 # PyTorch's BatchNorm defaults (momentum 0.1 of the *new* statistic, eps 1e-5), as the release used.
 _BN_MOMENTUM = 0.9
@@ -112,7 +112,5 @@ def build_classifier(name, num_classes=10):
   Raises:
     errors.UserError: for an unknown name, listing the valid ones.
   """
-  if name not in CLASSIFIERS:
-    raise errors.UserError(
-        f'unknown classifier {name!r}; choose one of {sorted(CLASSIFIERS)} (config.model.classifier)')
-  return CLASSIFIERS[name](num_classes=num_classes, name=name)
+  network = registry.lookup(CLASSIFIERS, name, 'classifier', 'config.model.classifier')
+  return network(num_classes=num_classes, name=name)

@@ -7,7 +7,7 @@ decide whether they are read as LSGAN scores or as logits.
 import keras
 from keras import layers
 
-from cycada_tf import errors
+from cycada_tf.models import registry
 from cycada_tf.models.generators import instance_norm
 
 _LEAK = 0.2
@@ -101,11 +101,9 @@ def build_image_discriminator(name, filters=64):
   Raises:
     errors.UserError: for an unknown name, listing the valid ones.
   """
-  if name not in IMAGE_DISCRIMINATORS:
-    raise errors.UserError(
-        f'unknown image discriminator {name!r}; choose one of {sorted(IMAGE_DISCRIMINATORS)} '
-        '(config.model.image_discriminator)')
-  return IMAGE_DISCRIMINATORS[name](filters=filters)
+  network = registry.lookup(IMAGE_DISCRIMINATORS, name, 'image discriminator',
+                            'config.model.image_discriminator')
+  return network(filters=filters)
 
 
 def build_feature_discriminator(hidden=500, num_outputs=2, dropout=0.0):

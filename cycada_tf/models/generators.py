@@ -14,6 +14,7 @@ import keras
 from keras import layers
 
 from cycada_tf import errors
+from cycada_tf.models import registry
 
 # PyTorch InstanceNorm2d's epsilon; Keras' default (1e-3) would smooth low-contrast digit maps.
 _NORM_EPSILON = 1e-5
@@ -87,6 +88,13 @@ def _check_divisible_by_4(x, name):
           f'{tuple(x.shape[1:3])} (resize or crop the images, e.g. to 28 or 32)')
 
 
+def _encode_transform_decode(generator, x, training):
+  """Both generators' body: downsampling encoder, residual blocks, upsampling decoder."""
+  for layer in generator.encoder + generator.blocks + generator.decoder:
+    x = layer(x, training=training)
+  return x
+
+
 class DigitGenerator(keras.Model):
   """The paper's digit generator (Fig. 7): convs, then two residual blocks, then deconvs.
 
@@ -110,12 +118,7 @@ class DigitGenerator(keras.Model):
 
   def call(self, x, training=False):
     _check_divisible_by_4(x, 'DigitGenerator')
-    for stage in self.encoder:
-      x = stage(x, training=training)
-    for block in self.blocks:
-      x = block(x, training=training)
-    for stage in self.decoder:
-      x = stage(x, training=training)
+    x = _encode_transform_decode(self, x, training)
     return keras.ops.cast(keras.ops.tanh(self.to_image(x)), 'float32')  # see precision.py
 
 
@@ -147,13 +150,7 @@ class ResnetGenerator(keras.Model):
 
   def call(self, x, training=False):
     _check_divisible_by_4(x, 'ResnetGenerator')
-    x = self.pad_in(x)
-    for stage in self.encoder:
-      x = stage(x, training=training)
-    for block in self.blocks:
-      x = block(x, training=training)
-    for stage in self.decoder:
-      x = stage(x, training=training)
+    x = _encode_transform_decode(self, self.pad_in(x), training)
     return keras.ops.cast(keras.ops.tanh(self.to_image(self.pad_out(x))), 'float32')
 
 
@@ -166,7 +163,5 @@ def build_generator(name, out_channels, dropout=0.0, filters=64):
   Raises:
     errors.UserError: for an unknown name, listing the valid ones.
   """
-  if name not in GENERATORS:
-    raise errors.UserError(
-        f'unknown generator {name!r}; choose one of {sorted(GENERATORS)} (config.model.generator)')
-  return GENERATORS[name](out_channels, filters=filters, dropout=dropout)
+  network = registry.lookup(GENERATORS, name, 'generator', 'config.model.generator')
+  return network(out_channels, filters=filters, dropout=dropout)
