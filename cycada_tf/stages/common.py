@@ -18,6 +18,7 @@ from cycada_tf import distribute
 from cycada_tf import metrics as metrics_lib
 from cycada_tf import models
 from cycada_tf import trainer
+from cycada_tf.data import domains
 from cycada_tf.data import pipeline
 from cycada_tf.errors import UserError
 
@@ -80,6 +81,24 @@ class Context:
 def epoch_seed(seed, epoch, stream=0):
   """A distinct, reproducible shuffle seed for each (run seed, epoch, input stream)."""
   return int(seed) * 1_000_003 + int(epoch) * 7_919 + int(stream) * 104_729
+
+
+def paired_train_size(ctx, source_spec):
+  """Examples per epoch of a two-domain stage: the larger train split (the smaller repeats)."""
+  return max(domains.domain_info(spec, ctx.data_dir).num_examples['train']
+             for spec in (source_spec, ctx.pair.target))
+
+
+def paired_dataset_fn(ctx, source_spec, batch_size):
+  """The `dataset_fn(input_context, epoch)` of a two-domain stage: (source, target) batches."""
+
+  def dataset_fn(input_context, epoch):
+    return pipeline.paired_dataset(
+        source_spec, ctx.pair.target, 'train', ctx.image_shape, batch_size=batch_size,
+        data_dir=ctx.data_dir, seed=epoch_seed(ctx.seed, epoch), input_context=input_context,
+        cache=ctx.config.data.cache, shuffle_buffer=ctx.config.data.shuffle_buffer)
+
+  return dataset_fn
 
 
 def adam(section, learning_rate=None):

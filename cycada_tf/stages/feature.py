@@ -17,7 +17,6 @@ import tensorflow as tf
 from cycada_tf import losses
 from cycada_tf import models
 from cycada_tf import trainer
-from cycada_tf.data import domains
 from cycada_tf.data import pipeline
 from cycada_tf.errors import UserError
 from cycada_tf.stages import common
@@ -142,16 +141,10 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
     return outputs
 
   if num_train is None:
-    num_train = max(domains.domain_info(spec, ctx.data_dir).num_examples['train']
-                    for spec in (source_spec, ctx.pair.target))
+    num_train = common.paired_train_size(ctx, source_spec)
   steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
 
-  def dataset_fn(input_context, epoch):
-    return pipeline.paired_dataset(
-        source_spec, ctx.pair.target, 'train', ctx.image_shape, batch_size=batch_size,
-        data_dir=ctx.data_dir, seed=common.epoch_seed(ctx.seed, epoch),
-        input_context=input_context, cache=ctx.config.data.cache,
-        shuffle_buffer=ctx.config.data.shuffle_buffer)
+  dataset_fn = common.paired_dataset_fn(ctx, source_spec, batch_size)
 
   def on_epoch_end(epoch, epoch_means):
     # Monitoring only: target labels never drive training, the stop rule or model selection.

@@ -18,7 +18,6 @@ from cycada_tf import losses
 from cycada_tf import models
 from cycada_tf import summaries
 from cycada_tf import trainer
-from cycada_tf.data import domains
 from cycada_tf.data import pipeline
 from cycada_tf.errors import UserError
 from cycada_tf.stages import common
@@ -210,8 +209,7 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
                     f'{", ".join(SEMANTIC_LABELS)}.')
   batch_size = int(section.batch_size)
   if num_train is None:
-    num_train = max(domains.domain_info(spec, ctx.data_dir).num_examples['train']
-                    for spec in (ctx.pair.source, ctx.pair.target))
+    num_train = common.paired_train_size(ctx, ctx.pair.source)
   steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
   total_steps = steps_per_epoch * int(section.epochs)
   schedule = LinearDecay(section.learning_rate, total_steps,
@@ -225,12 +223,7 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
              for i, name in enumerate(('d_t', 'd_s'))}
   classifier.trainable = False
 
-  def dataset_fn(input_context, epoch):
-    return pipeline.paired_dataset(
-        ctx.pair.source, ctx.pair.target, 'train', ctx.image_shape, batch_size=batch_size,
-        data_dir=ctx.data_dir, seed=common.epoch_seed(ctx.seed, epoch),
-        input_context=input_context, cache=ctx.config.data.cache,
-        shuffle_buffer=ctx.config.data.shuffle_buffer)
+  dataset_fn = common.paired_dataset_fn(ctx, ctx.pair.source, batch_size)
 
   samples = _SampleImages(ctx, nets) if ctx.is_chief and with_samples else None
   every = max(int(section.image_every_steps), 1)
