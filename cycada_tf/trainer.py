@@ -86,6 +86,11 @@ class FitResult:
   stop_reason: str
   final_metrics: dict  # mean of each step metric over the last logged window
   seconds: float
+  # Throughput after the first call (which traces and compiles), over everything `fit` does:
+  # steps, logging, summaries, checkpoints, epoch starts. `train.bench` times the bare step;
+  # the two are comparable. None when the run made fewer than two calls.
+  examples_per_second: float = None
+  first_call_seconds: float = None
 
 
 def checkpoint_for(models=None, optimizers=None, extra_state=None, step=None):
@@ -234,6 +239,7 @@ def fit(stage, stage_dir, strategy, train_config):
   final_means = {}
   window_sums, window_steps = {}, 0
   start_time = time.perf_counter()
+  first_call = None  # (time it returned, step after it)
   epochs_completed = step // stage.steps_per_epoch
 
   while step < total_steps:
@@ -258,6 +264,8 @@ def fit(stage, stage_dir, strategy, train_config):
             f'{checkpoint_dir(stage_dir)} (rerunning resumes from it); lower '
             f'--config.{stage.name}.learning_rate or check the input data.')
       step += chunk
+      if first_call is None:
+        first_call = (time.perf_counter(), step)
       step_var.assign(step)
       for k, v in sums.items():
         window_sums[k] = window_sums.get(k, 0.0) + v
@@ -302,8 +310,14 @@ def fit(stage, stage_dir, strategy, train_config):
   if last_saved != step:
     manager.save(checkpoint_number=step)
   writer.flush()
+  end_time = time.perf_counter()
+  steady_rate = None
+  if first_call is not None and step > first_call[1]:
+    steady_rate = (step - first_call[1]) * stage.global_batch_size / (end_time - first_call[0])
   return FitResult(steps=step, epochs_completed=epochs_completed, stop_reason=stop_reason,
-                   final_metrics=final_means, seconds=time.perf_counter() - start_time)
+                   final_metrics=final_means, seconds=end_time - start_time,
+                   examples_per_second=steady_rate,
+                   first_call_seconds=first_call[0] - start_time if first_call else None)
 
 
 def restore_models(stage_dir, models, what):

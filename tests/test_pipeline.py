@@ -124,3 +124,40 @@ def test_two_cpu_replicas_each_get_half_the_global_batch(offline_data_dir):
   assert report['replicas'] == 2
   assert report['shapes'] == [[4, 28, 28, 1]] * 2 and report['labels'] == [[4]] * 2
   assert -1.0 <= report['min'] < report['max'] <= 1.0
+
+
+def test_memo_preprocesses_each_example_once_across_epochs(offline_data_dir, monkeypatch):
+  """A stage's epochs share one cache: epoch 2 reshuffles stored examples, decodes nothing."""
+  calls = []
+  original = pipeline.preprocess
+
+  def counted(image, image_shape, content_fraction=1.0):
+    out = original(image, image_shape, content_fraction)
+    counted_out = tf.py_function(lambda x: calls.append(1) or x, [out], tf.float32)
+    return tf.ensure_shape(counted_out, out.shape)
+
+  monkeypatch.setattr(pipeline, 'preprocess', counted)
+  strategy = tf.distribute.get_strategy()
+  batch_size, num_examples = 100, 1437  # uci_digits train
+  steps = num_examples // batch_size
+
+  def epoch(memo, seed):
+    """Reads one epoch as `trainer.fit` does: `steps` full batches, not to the end."""
+    def dataset_fn(input_context):
+      return pipeline.domain_dataset('uci_digits', 'train', (28, 28, 1), batch_size=batch_size,
+                                     data_dir=offline_data_dir, shuffle=True, seed=seed,
+                                     drop_remainder=True, input_context=input_context,
+                                     memo=memo)
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    return np.concatenate([next(iterator)[1].numpy() for _ in range(steps)])
+
+  memo = {}
+  first = epoch(memo, seed=1)
+  assert len(calls) == num_examples
+  second = epoch(memo, seed=2)
+  assert len(calls) == num_examples  # served from the cache
+  assert len(memo) == 1
+  assert not np.array_equal(first, second)  # but reshuffled
+  # Without a memo each epoch starts an empty cache and preprocesses everything again.
+  epoch(None, seed=1)
+  assert len(calls) == 2 * num_examples

@@ -63,6 +63,18 @@ def test_fit_trains_and_reports(tmp_path):
   assert result.final_metrics['loss'] < 1.0
   assert tf.train.latest_checkpoint(trainer.checkpoint_dir(str(tmp_path))).endswith('-24')
   assert os.listdir(os.path.join(str(tmp_path), 'train'))  # TensorBoard events
+  # Throughput after the tracing call, over the later steps only.
+  assert 0 <= result.first_call_seconds < result.seconds
+  assert result.examples_per_second > 0
+
+
+def test_throughput_is_none_after_a_single_call(tmp_path):
+  strategy = tf.distribute.get_strategy()
+  stage, _ = toy_stage(strategy)
+  stage.max_steps = 1
+  result = trainer.fit(stage, str(tmp_path), strategy, CONFIG)
+  assert result.steps == 1 and result.examples_per_second is None
+  assert result.first_call_seconds is not None
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):

@@ -49,6 +49,9 @@ flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing (the first traces
 flags.DEFINE_list('peak_sizes', ['2048', '3072', '4096'], 'Square float32 matmul sizes whose '
                   'best GFLOP/s is the peak; empty skips the peak measurement.')
 flags.DEFINE_integer('peak_repeats', 3, 'Timed repetitions of each peak matmul.')
+flags.DEFINE_string('profile_dir', None, 'Step mode: writes a TensorFlow profiler trace of the '
+                    'timed calls here (open it in TensorBoard\'s Profile tab). Profiling slows '
+                    'the step, so do not use these timings for the table.')
 flags.DEFINE_integer('examples_per_epoch', 0, 'Step mode: examples per epoch for schedules '
                      '(only the pixel learning-rate decay reads it); 0 = 100 batches.')
 flags.DEFINE_enum('feature_gate', 'open', ['open', 'config'], 'Feature stage, step mode: '
@@ -199,12 +202,16 @@ def bench_step(ctx, stage_name, train_config, steps, warmup, examples_per_epoch)
   _log(f'[bench] warm-up ({max(warmup, 1)} calls, incl. tracing) took '
        f'{time.perf_counter() - start:.1f} s')
   rates, seconds, metrics = [], 0.0, {}
+  if FLAGS.profile_dir:
+    tf.profiler.experimental.start(FLAGS.profile_dir)
   for count in counts:
     start = time.perf_counter()
     metrics = call(count)
     elapsed = time.perf_counter() - start
     seconds += elapsed
     rates.append(count * batch_size / elapsed)
+  if FLAGS.profile_dir:
+    tf.profiler.experimental.stop()
 
   graph = run_steps.get_concrete_function(
       iterator, tf.constant(counts[0], dtype=tf.int64)).graph

@@ -59,25 +59,47 @@ def _pad_centred(image, inner_h, inner_w, height, width):
   return tf.pad(image, paddings, constant_values=_BACKGROUND)
 
 
-def domain_dataset(spec, split, image_shape, *, batch_size, data_dir=None, shuffle=False, seed=0,
-                   repeat=False, drop_remainder=False, input_context=None, cache=True,
-                   shuffle_buffer=10000):
-  """Batches of (float32 images [B, H, W, C] in [-1, 1], int64 labels [B]) from one domain.
+def domain_examples(spec, split, image_shape, *, data_dir=None, input_context=None, cache=True,
+                    memo=None):
+  """This input pipeline's shard of one split: unbatched (float32 image, int64 label) examples.
 
-  With `input_context` (from `distribute`), each input pipeline reads its own shard and batches
-  the per-replica share of the global `batch_size`.
+  `memo` (a dict a stage keeps for its lifetime) makes the stage build each shard once: its
+  epochs then derive their shuffled batches from the same dataset object and so share one
+  in-memory `cache()`, and only the first epoch decodes and resizes. Without it, every epoch's
+  new dataset would start an empty cache and preprocess the whole split again.
   """
-  if batch_size < 1:
-    raise UserError(f'batch size {batch_size} must be at least 1. Fix: set a positive batch_size.')
+  key = (spec, split, tuple(image_shape), data_dir, cache,
+         (input_context.num_input_pipelines, input_context.input_pipeline_id)
+         if input_context is not None else None)
+  if memo is not None and key in memo:
+    return memo[key]
   fraction = domains.domain_info(spec, data_dir).content_fraction
   dataset = domains.load_domain(spec, split, data_dir)
   if input_context is not None:
     dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    batch_size = input_context.get_per_replica_batch_size(batch_size)
   dataset = dataset.map(lambda image, label: (preprocess(image, image_shape, fraction), label),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if cache:
     dataset = dataset.cache()
+  if memo is not None:
+    memo[key] = dataset
+  return dataset
+
+
+def domain_dataset(spec, split, image_shape, *, batch_size, data_dir=None, shuffle=False, seed=0,
+                   repeat=False, drop_remainder=False, input_context=None, cache=True,
+                   shuffle_buffer=10000, memo=None):
+  """Batches of (float32 images [B, H, W, C] in [-1, 1], int64 labels [B]) from one domain.
+
+  With `input_context` (from `distribute`), each input pipeline reads its own shard and batches
+  the per-replica share of the global `batch_size`. `memo`: see `domain_examples`.
+  """
+  if batch_size < 1:
+    raise UserError(f'batch size {batch_size} must be at least 1. Fix: set a positive batch_size.')
+  dataset = domain_examples(spec, split, image_shape, data_dir=data_dir,
+                            input_context=input_context, cache=cache, memo=memo)
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
   if shuffle:
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
@@ -87,11 +109,11 @@ def domain_dataset(spec, split, image_shape, *, batch_size, data_dir=None, shuff
 
 
 def paired_dataset(source_spec, target_spec, split, image_shape, *, batch_size, data_dir=None,
-                   seed=0, input_context=None, cache=True, shuffle_buffer=10000):
+                   seed=0, input_context=None, cache=True, shuffle_buffer=10000, memo=None):
   """Endless ((xs, ys), (xt, yt)) full batches; the shorter domain simply repeats sooner.
 
   The two domains get different shuffle seeds (derived from `seed`) so identical domains, e.g.
-  in a smoke test, do not produce identical batches.
+  in a smoke test, do not produce identical batches. `memo`: see `domain_examples`.
   """
   source_seed, target_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
 
@@ -99,7 +121,7 @@ def paired_dataset(source_spec, target_spec, split, image_shape, *, batch_size, 
     return domain_dataset(spec, split, image_shape, batch_size=batch_size, data_dir=data_dir,
                           shuffle=True, seed=stream_seed, repeat=True, drop_remainder=True,
                           input_context=input_context, cache=cache,
-                          shuffle_buffer=shuffle_buffer)
+                          shuffle_buffer=shuffle_buffer, memo=memo)
 
   dataset = tf.data.Dataset.zip((stream(source_spec, source_seed),
                                  stream(target_spec, target_seed)))
