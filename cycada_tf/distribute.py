@@ -13,6 +13,7 @@ Multi-worker rules (MultiWorkerMirroredStrategy), which the trainer and stages f
   the others write to a private temporary directory (`worker_dir`).
 - Only the chief writes summaries, metrics.json, PNGs and exports; other workers wait for files
   the chief produces (`wait_for`) instead of producing their own.
+- No worker leaves before the others are done (`barrier` at the end of every command).
 """
 
 import hashlib
@@ -116,6 +117,26 @@ def wait_for(predicate, what, timeout_seconds=3600, poll_seconds=0.5):
       raise UserError(f'gave up after {timeout_seconds:.0f}s waiting for {what}; is the chief '
                       'worker running, and is model_dir on storage every worker can read?')
     time.sleep(poll_seconds)
+
+
+def barrier(strategy):
+  """Returns once every worker has called it; a no-op unless the strategy is multi-worker.
+
+  A worker that exits while another is still working stops sending heartbeats, and TF's
+  coordination service then reports it as crashed to the others and aborts their collective
+  executor. `workflow.run` therefore ends every command here, so a worker that finishes early
+  (a non-chief skips the chief-only export, or its share of a stage's evaluation) waits for the
+  rest. It is one all-reduce of a scalar: every worker must reach it the same number of times.
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return
+
+  @tf.function  # eagerly, MultiWorkerMirroredStrategy warns that it is slow
+  def all_reduce_one():
+    ones = strategy.run(lambda: tf.constant(1.0))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
+  all_reduce_one()
 
 
 def describe(strategy):

@@ -7,7 +7,7 @@ TensorBoard and to PNG files next to the checkpoints.
 """
 
 import os
-import tempfile
+import uuid
 
 import numpy as np
 from PIL import Image
@@ -132,7 +132,11 @@ def save_png(array, path):
     array = array[..., 0]
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.png')
+  # Not `tempfile.mkstemp`: its files are always mode 0600, and the rename would keep that, so
+  # a TensorBoard or web server running as another user could not read the PNG. Created like
+  # every other output (0666 minus the umask), under a name no other writer uses.
+  tmp_path = os.path.join(directory, f'.tmp-{uuid.uuid4().hex}.png')
+  fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
   try:
     with os.fdopen(fd, 'wb') as f:
       Image.fromarray(array).save(f, format='PNG')

@@ -8,6 +8,7 @@ import importlib
 
 import keras
 
+from cycada_tf import distribute
 from cycada_tf import precision
 from cycada_tf import results as results_lib
 from cycada_tf.errors import UserError
@@ -71,10 +72,15 @@ def run(stage, ctx, eval_stage=None):
   """Runs `stage` (or every stage of the pipeline for 'all') and returns its metrics."""
   validate_stage(stage)
   if stage == 'all':
-    return run_all(ctx)
-  if stage == 'eval':
-    return _run_stage('eval', ctx, eval_stage)
-  return _run_stage(stage, ctx)
+    result = run_all(ctx)
+  elif stage == 'eval':
+    result = _run_stage('eval', ctx, eval_stage)
+  else:
+    result = _run_stage(stage, ctx)
+  # With several workers, none may exit while another still works (see distribute.barrier):
+  # the chief alone exports and evaluates, so the other workers finish first.
+  distribute.barrier(ctx.strategy)
+  return result
 
 
 def run_all(ctx):

@@ -47,12 +47,27 @@ def test_lenet_parameter_count_by_hand():
 
 def test_dtn_parameter_count_by_hand():
   net, _ = _built('dtn')
-  convs = 64 * (25 * 3 + 1) + 128 * (25 * 64 + 1) + 256 * (25 * 128 + 1)
+  # No biases in the convolutions and the feature Dense: each feeds a batch norm, whose beta is
+  # the only offset (a bias would be cancelled by the mean subtraction).
+  convs = 64 * 25 * 3 + 128 * 25 * 64 + 256 * 25 * 128   # 1,028,800
   conv_bns = 4 * (64 + 128 + 256)     # gamma, beta, moving mean, moving variance
-  fc = (4 * 4 * 256) * 512 + 512      # 32 → 16 → 8 → 4 with 'same' stride-2 convs
+  fc = (4 * 4 * 256) * 512            # 32 → 16 → 8 → 4 with 'same' stride-2 convs: 2,097,152
   fc_bn = 4 * 512
-  logits = 512 * 10 + 10
-  assert net.count_params() == convs + conv_bns + fc + fc_bn + logits == 3_135_882
+  logits = 512 * 10 + 10              # No norm after it: keeps its bias.
+  assert [conv.count_params() for conv in net.convs] == [4_800, 204_800, 819_200]
+  assert net.fc.count_params() == fc
+  assert net.count_params() == convs + conv_bns + fc + fc_bn + logits == 3_134_922
+
+
+def test_dtn_biases_would_be_cancelled_by_batch_norm():
+  """Why DTN has no bias before batch norm: a per-channel constant there changes nothing."""
+  net, images = _built('dtn', batch=6)
+  conv = net.convs[0](images)
+  shift = tf.random.stateless_normal((conv.shape[-1],), seed=(3, 0))
+  norm = net.conv_norms[0]
+  # Equal up to float32 rounding of the shifted mean and variance (outputs are of order 1).
+  np.testing.assert_allclose(norm(conv + shift, training=True).numpy(),
+                             norm(conv, training=True).numpy(), atol=2e-3)
 
 
 @pytest.mark.parametrize('name', ['lenet', 'dtn'])

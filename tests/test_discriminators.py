@@ -37,6 +37,26 @@ def test_patchgan_follows_release_layout():
   assert [n.groups for n in norms] == [128, 256, 512]
 
 
+def test_image_discriminator_parameter_counts_by_hand():
+  # Convs followed by instance norm (2·C parameters) have no bias; the first and the score conv,
+  # with no norm after them, have one.
+  patchgan = models.build_image_discriminator('patchgan')
+  patchgan(tf.zeros((1, 32, 32, 3)))
+  assert patchgan.count_params() == (
+      (4 * 4 * 3 * 64 + 64)
+      + (4 * 4 * 64 * 128 + 2 * 128) + (4 * 4 * 128 * 256 + 2 * 256) + (4 * 4 * 256 * 512 + 2 * 512)
+      + (4 * 4 * 512 * 1 + 1)) == 2_765_633
+  conv6 = models.build_image_discriminator('conv6', filters=4)
+  conv6(tf.zeros((1, 28, 28, 1)))
+  assert conv6.count_params() == (
+      (3 * 3 * 1 * 4 + 4)
+      + (3 * 3 * 4 * 4 + 2 * 4) + (3 * 3 * 4 * 8 + 2 * 8) + (3 * 3 * 8 * 8 + 2 * 8)
+      + (3 * 3 * 8 * 16 + 2 * 16)
+      + (3 * 3 * 16 * 1 + 1)) == 2_417
+  convs = [l for l in patchgan.stack if isinstance(l, keras.layers.Conv2D)] + [patchgan.score]
+  assert [c.use_bias for c in convs] == [True, False, False, False, True]
+
+
 def test_conv6_has_six_convolutions():
   discriminator = models.build_image_discriminator('conv6')
   discriminator(tf.zeros((1, 28, 28, 1)))

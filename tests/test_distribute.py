@@ -3,15 +3,16 @@
 Each real stage (source, which is also task's step; DTN with batch norm; pixel with its image
 pool; feature with its gate) runs a few steps in `tests/replica_check.py`, once with 1 replica
 and once with 2, each in a fresh process (logical CPUs must be configured before TensorFlow
-starts). Per-step losses must agree to rtol 1e-4 / atol 1e-5, weights likewise (see
-`_assert_weights_match` for the one family of weights that cannot), replica-local state must be
-identical on every replica, and a control run with per-replica batch norm must *not* agree, so
-the comparison demonstrably notices replica-count-dependent statistics.
+starts), with every dropout layer on. Per-step losses must agree to rtol 1e-4 / atol 1e-5, and
+weights likewise, except for DTN's few Adam-amplified rounding outliers (measured and explained
+at `test_synchronized_batch_norm_makes_dtn_independent_of_replica_count`). Replica-local state
+and dropout seed states must be identical on every replica, and a control run with per-replica
+batch norm must *not* agree, so the comparison demonstrably notices replica-count-dependent
+statistics.
 """
 
 import collections
 import os
-import re
 import subprocess
 import sys
 
@@ -25,12 +26,6 @@ from cycada_tf.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = 'source,dtn,pixel,feature'
-# Biases of convolutions and dense layers that feed a normalization layer (DTN's batch norm, the
-# generators' and discriminators' group norm). Their true gradient is exactly 0 — normalization
-# removes any per-channel constant — so what they receive is rounding noise, which Adam scales
-# up to steps of ±learning_rate; two runs agree on them only to that noise.
-_NORMALISED_BIAS = re.compile(r'(dtn|pixel)/var/.*/(conv\d+|conv2d(_\d+)?|conv2d_transpose(_\d+)?|'
-                              r'fc)/bias$')
 
 
 @pytest.fixture(scope='module')
@@ -63,30 +58,77 @@ def _assert_metrics_match(runs, stage):
     np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
-def _assert_weights_match(runs, stage, rtol=1e-4, atol=1e-5):
+def _assert_weights_match(runs, stage, outlier_fraction=0.0, outlier_atol=None):
+  """Every weight within rtol 1e-4 / atol 1e-5, or all but `outlier_fraction` of the stage's
+  weight elements, the rest within `outlier_atol`."""
   one, two = runs[1], runs[2]
   keys = sorted(k for k in one if k.startswith(f'{stage}/var/'))
   assert keys and keys == sorted(k for k in two if k.startswith(f'{stage}/var/'))
-  compared = 0
+  compared = elements = outliers = 0
   for key in keys:
-    if _NORMALISED_BIAS.search(key) or '/pool_' in key:
+    if '/pool_' in key:  # The image pools' fakes: compared in the pixel test.
       continue
-    np.testing.assert_allclose(two[key], one[key], rtol=rtol, atol=atol, err_msg=key)
+    if outlier_fraction:
+      outliers += int(np.sum(~np.isclose(two[key], one[key], rtol=1e-4, atol=1e-5)))
+      np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=outlier_atol, err_msg=key)
+    else:
+      np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
     compared += 1
+    elements += one[key].size
   assert compared >= 8
+  assert outliers <= outlier_fraction * elements, (outliers, elements)
+
+
+def _assert_dropout_was_on(runs, stage, min_layers):
+  """Dropout ran in training (its seed advanced), identically on every replica and run."""
+  one, two = runs[1], runs[2]
+  keys = sorted(k for k in one if k.startswith(f'{stage}/seed/'))
+  assert len(keys) >= min_layers
+  assert keys == sorted(k for k in two if k.startswith(f'{stage}/seed/'))
+  for key in keys:
+    assert one[key][1] > 0, key  # The counter half of the seed state: masks were drawn.
+    np.testing.assert_array_equal(two[key], one[key], err_msg=key)
+    assert two[key.replace('/seed/', '/replica_spread/')] == 0.0, key
 
 
 def test_source_step_is_independent_of_replica_count(runs):
-  """The supervised step of `source`, `target_only` and `task` (LeNet; dropout off)."""
+  """The supervised step of `source`, `target_only` and `task` (LeNet, with its dropout)."""
   _assert_metrics_match(runs, 'source')
   _assert_weights_match(runs, 'source')
+  _assert_dropout_was_on(runs, 'source', min_layers=2)
 
 
 def test_synchronized_batch_norm_makes_dtn_independent_of_replica_count(runs):
+  """DTN (synchronized batch norm, dropout on) for 2 steps: losses tight, weights tight but for
+  0.005% of them.
+
+  Why not everything to rtol 1e-4 / atol 1e-5, measured on this stage: 1 and 2 replicas sum the
+  same numbers in a different order (each replica sums its 4 examples and the all-reduce adds the
+  partial sums; batch norm all-reduces its statistics and their gradients too), so the step-1
+  gradients differ by float32 rounding, at most 6e-6 of the largest gradient of each kernel and
+  ~1e-9 to 2.5e-8 in absolute terms. Adam's first step is lr·g/(|g| + ε) with ε = 1e-7, so for
+  the few kernel entries whose gradient is itself that small (|g| < 1e-6 for 0.04% of conv2's and
+  0.09% of conv3's entries) the rounding changes the step by up to 0.13·lr = 1.3e-4. After 2 steps
+  that leaves 164 of 3,134,922 elements (0.005%) outside rtol 1e-4 / atol 1e-5, by at most
+  1.6e-4. Biases are not involved (DTN has none in front of batch norm), and both steps' losses
+  agree to 6e-7 relative.
+
+  Why only 2 steps: batch norm over 8 images turns those weight differences into pre-ReLU
+  activation differences of up to 1.1e-3 by step 3, and one of block 3's 32,768 activations then
+  lies on the other side of 0 (8.6e-6 in one run, -5.3e-5 in the other). That one ReLU unit
+  switches its gradient contribution, which moves the gradient of conv3's batch-norm offset by
+  1.3e-2; Adam turns that into lr-sized steps across whole channels, and from step 4 on the runs
+  are two different, equally valid trajectories (loss 2.5171 vs 2.5158). That is float32
+  sensitivity, not a dependence on the replica count: with dropout off the losses part the same
+  way at step 5 instead (2.6e-4 relative), and LeNet, which has no batch statistics, stays within
+  1.2e-6 in every weight over its 4 steps.
+  """
   _assert_metrics_match(runs, 'dtn')
-  # The excluded conv biases shift the batch means by their noise, which the moving means
-  # record; so DTN's weights, like pixel's, agree to the looser tolerance.
-  _assert_weights_match(runs, 'dtn', rtol=1e-3, atol=2e-4)
+  # Bounds with margin over the measured 0.005% and 1.6e-4: 0.05% of the elements, by at most
+  # half a learning-rate step. Any real replica-count dependence (the control below, a dropout
+  # mask dealt to the wrong rows) moves nearly every weight.
+  _assert_weights_match(runs, 'dtn', outlier_fraction=5e-4, outlier_atol=5e-4)
+  _assert_dropout_was_on(runs, 'dtn', min_layers=4)
   # The control: per-replica statistics over 4 images instead of global ones over 8 change the
   # very first loss far beyond the tolerance above.
   first = runs[1]['dtn/metric/loss'][0]
@@ -95,10 +137,10 @@ def test_synchronized_batch_norm_makes_dtn_independent_of_replica_count(runs):
 
 
 def test_pixel_stage_with_global_image_pool_is_independent_of_replica_count(runs):
+  """Pixel (instance norm, no bias in front of it; residual-block dropout on), 4 steps, tight."""
   _assert_metrics_match(runs, 'pixel')
-  # Group norm everywhere: rounding noise in near-zero gradients is scaled up by Adam, so the
-  # generators' weights agree to a looser tolerance than their losses (which are tight above).
-  _assert_weights_match(runs, 'pixel', rtol=1e-3, atol=2e-4)
+  _assert_weights_match(runs, 'pixel')
+  _assert_dropout_was_on(runs, 'pixel', min_layers=4)
   one, two = runs[1], runs[2]
   for name in ('pool_d_t', 'pool_d_s'):
     # Every replica holds the same, full pool ...
@@ -107,12 +149,14 @@ def test_pixel_stage_with_global_image_pool_is_independent_of_replica_count(runs
     # ... and it is the 1-replica pool: same count, same fakes in the same slots.
     assert two[f'pixel/var/{name}/num_stored:0'] == one[f'pixel/var/{name}/num_stored:0'] == 4
     np.testing.assert_allclose(two[f'pixel/var/{name}/images:0'],
-                               one[f'pixel/var/{name}/images:0'], atol=1e-2)
+                               one[f'pixel/var/{name}/images:0'], rtol=1e-4, atol=1e-5)
 
 
 def test_feature_gate_decisions_are_independent_of_replica_count(runs):
+  """Feature (LeNet f_T and D_feat, both with dropout on), 4 steps, tight."""
   _assert_metrics_match(runs, 'feature')
   _assert_weights_match(runs, 'feature')
+  _assert_dropout_was_on(runs, 'feature', min_layers=4)
   updated = runs[1]['feature/metric/updated']
   # Both branches of the gate were taken, so both were compared.
   assert 0 < updated.sum() < len(updated), updated

@@ -47,6 +47,33 @@ def test_resnet9_has_nine_blocks_and_release_widths():
   assert generator.to_image.kernel.shape == (7, 7, 64, 1)
 
 
+def test_parameter_counts_by_hand_only_the_last_conv_has_a_bias():
+  # Width f = 4, 1 → 1 channels (digit) and 3 → 3 (resnet9, 2 blocks). Every conv but the last
+  # feeds an instance norm (scale + offset per channel, 2·C) and has no bias; a transposed conv's
+  # kernel is 3·3·out·in, the same count as a conv's.
+  in_norms = 2 * (4 + 8 + 16) + 2 * 2 * (2 * 16) + 2 * (8 + 4)     # encoder, 2 blocks, decoder
+  shared = (3 * 3 * 4 * 8 + 3 * 3 * 8 * 16                           # encoder convs 2 and 3
+            + 2 * 2 * 3 * 3 * 16 * 16                                # 2 blocks × 2 convs
+            + 3 * 3 * 16 * 8 + 3 * 3 * 8 * 4 + in_norms)             # decoder deconvs
+  digit = _small('digit', 1)
+  digit(_images((1, 28, 28, 1)))
+  assert digit.count_params() == 3 * 3 * 1 * 4 + shared + (3 * 3 * 4 * 1 + 1) == 12_377
+  resnet = _small('resnet9', 3)
+  resnet(_images((1, 32, 32, 3)))
+  assert resnet.count_params() == 7 * 7 * 3 * 4 + shared + (7 * 7 * 4 * 3 + 3) == 13_483
+  for generator in (digit, resnet):
+    assert [w.path for w in generator.weights if w.path.endswith('bias')] == [
+        f'{generator.name}/to_image/bias']
+
+
+def test_instance_norm_cancels_a_per_channel_bias():
+  """Why convs in front of instance norm have no bias: a per-channel constant changes nothing."""
+  norm = models.instance_norm()
+  x = 3.0 * _images((2, 8, 8, 5))
+  shift = tf.random.stateless_normal((5,), seed=(4, 0))
+  np.testing.assert_allclose(norm(x + shift).numpy(), norm(x).numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize('name', ['digit', 'resnet9'])
 def test_dropout_makes_training_stochastic(name):
   x = _images((2, 28, 28, 1))

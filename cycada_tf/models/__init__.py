@@ -17,6 +17,9 @@ from cycada_tf.models.generators import ResidualBlock
 from cycada_tf.models.generators import ResnetGenerator
 from cycada_tf.models.generators import build_generator
 from cycada_tf.models.generators import instance_norm
+from cycada_tf.models.layers import GlobalBatchDropout
+from cycada_tf.models.layers import GlobalBatchSpatialDropout2D
+from cycada_tf.models.layers import global_batch_dropout
 
 __all__ = [
     'CLASSIFIERS', 'DTN', 'LeNet', 'build_classifier',
@@ -24,4 +27,5 @@ __all__ = [
     'build_feature_discriminator', 'build_image_discriminator',
     'GENERATORS', 'DigitGenerator', 'ReflectionPad2D', 'ResidualBlock', 'ResnetGenerator',
     'build_generator', 'instance_norm',
+    'GlobalBatchDropout', 'GlobalBatchSpatialDropout2D', 'global_batch_dropout',
 ]

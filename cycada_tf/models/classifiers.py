@@ -11,12 +11,23 @@ Layers are attributes (groups of them in tuples, never lists: Keras 3 wraps a li
 its own `TrackedList`, which `tf.train.Checkpoint` does not see, so the layers in it would silently
 be left out of checkpoints), so `tf.train.Checkpoint(classifier=net)` tracks every variable, and nothing
 here depends on the batch size, so a replica of a `MirroredStrategy` can run it on its share.
+
+Nothing depends on the replica count either. Dropout is `GlobalBatchDropout` /
+`GlobalBatchSpatialDropout2D`, whose masks are slices of one global-batch mask (see
+`cycada_tf.models.layers`), and DTN's batch norm is synchronized. DTN's convolutions and dense
+feature layer have no bias: each feeds a batch norm, which subtracts the per-channel batch mean
+and so cancels any per-channel constant (its own `beta` is the offset). A bias there would change
+nothing in the function but would receive a gradient that is exactly 0 in exact arithmetic, i.e.
+pure rounding noise, which Adam normalises into steps of about ±learning_rate (the usual practice,
+as in ResNets, is no bias before batch norm).
 """
 
 import keras
 from keras import layers
 
 from cycada_tf.models import registry
+from cycada_tf.models.layers import GlobalBatchDropout
+from cycada_tf.models.layers import GlobalBatchSpatialDropout2D
 
 # PyTorch's BatchNorm defaults (momentum 0.1 of the *new* statistic, eps 1e-5), as the release used.
 _BN_MOMENTUM = 0.9
@@ -39,11 +50,11 @@ class LeNet(keras.Model):
     self.conv1 = layers.Conv2D(20, 5, padding='valid', name='conv1')
     self.pool1 = layers.MaxPooling2D(2, name='pool1')
     self.conv2 = layers.Conv2D(50, 5, padding='valid', name='conv2')
-    self.conv2_dropout = layers.SpatialDropout2D(0.5, name='conv2_dropout')
+    self.conv2_dropout = GlobalBatchSpatialDropout2D(0.5, name='conv2_dropout')
     self.pool2 = layers.MaxPooling2D(2, name='pool2')
     self.flatten = layers.Flatten(name='flatten')
     self.fc = layers.Dense(self.FEATURE_DIM, name='fc')
-    self.fc_dropout = layers.Dropout(0.5, name='fc_dropout')
+    self.fc_dropout = GlobalBatchDropout(0.5, name='fc_dropout')
     self.logits = layers.Dense(num_classes, name='logits')
 
   def call(self, x, training=False):
@@ -60,7 +71,8 @@ class DTN(keras.Model):
 
   3 × [Conv 5×5 stride 2 'same' → BN → SpatialDropout p → ReLU] with 64/128/256 channels and
   p = 0.1/0.3/0.5 (32 → 16 → 8 → 4) → flatten (4096) → Dense 512 → BN (feature) → ReLU →
-  Dropout 0.5 → Dense num_classes.
+  Dropout 0.5 → Dense num_classes. The convolutions and the 512-wide Dense have no bias: the
+  batch norm after each cancels it (see the module docstring).
   """
 
   INPUT_SHAPE = (32, 32, 3)
@@ -70,15 +82,16 @@ class DTN(keras.Model):
   def __init__(self, num_classes=10, **kwargs):
     super().__init__(**kwargs)
     self.num_classes = num_classes
-    self.convs = tuple(layers.Conv2D(filters, 5, strides=2, padding='same', name=f'conv{i + 1}')
+    self.convs = tuple(layers.Conv2D(filters, 5, strides=2, padding='same', use_bias=False,
+                                     name=f'conv{i + 1}')
                        for i, (filters, _) in enumerate(self._BLOCKS))
     self.conv_norms = tuple(_batch_norm(f'conv{i + 1}_bn') for i in range(len(self._BLOCKS)))
-    self.conv_dropouts = tuple(layers.SpatialDropout2D(rate, name=f'conv{i + 1}_dropout')
+    self.conv_dropouts = tuple(GlobalBatchSpatialDropout2D(rate, name=f'conv{i + 1}_dropout')
                                for i, (_, rate) in enumerate(self._BLOCKS))
     self.flatten = layers.Flatten(name='flatten')
-    self.fc = layers.Dense(self.FEATURE_DIM, name='fc')
+    self.fc = layers.Dense(self.FEATURE_DIM, use_bias=False, name='fc')
     self.fc_norm = _batch_norm('fc_bn')
-    self.fc_dropout = layers.Dropout(0.5, name='fc_dropout')
+    self.fc_dropout = GlobalBatchDropout(0.5, name='fc_dropout')
     self.logits = layers.Dense(num_classes, name='logits')
 
   def call(self, x, training=False):

@@ -2,6 +2,12 @@
 
 Every discriminator returns raw scores (no sigmoid / softmax): the losses in `cycada_tf.losses`
 decide whether they are read as LSGAN scores or as logits.
+
+In the image discriminators a convolution followed by instance norm has no bias (the norm removes
+each channel's mean, so a bias would change nothing and only collect rounding noise as its
+gradient); the first convolution and the score convolution, with no norm after them, keep theirs.
+D_feat's optional dropout is `GlobalBatchDropout` (`cycada_tf.models.layers`: masks independent
+of the replica count).
 """
 
 import keras
@@ -9,6 +15,7 @@ from keras import layers
 
 from cycada_tf.models import registry
 from cycada_tf.models.generators import instance_norm
+from cycada_tf.models.layers import GlobalBatchDropout
 
 _LEAK = 0.2
 
@@ -28,7 +35,7 @@ class FeatureDiscriminator(keras.Model):
     # Tuples, not lists: tf.train.Checkpoint does not see layers in Keras 3's list wrappers.
     self.hidden_layers = tuple(layers.Dense(width, name=f'fc{i + 1}')
                                for i, width in enumerate(widths))
-    self.dropouts = tuple(layers.Dropout(dropout) if dropout > 0 else None for _ in widths)
+    self.dropouts = tuple(GlobalBatchDropout(dropout) if dropout > 0 else None for _ in widths)
     self.scores = layers.Dense(num_outputs, name='scores')
 
   def call(self, x, training=False):
@@ -40,10 +47,14 @@ class FeatureDiscriminator(keras.Model):
 
 
 def _conv_stack(specs, kernel):
-  """Conv → [instance norm] → LeakyReLU 0.2 stages from (filters, strides, normalise) specs."""
+  """Conv → [instance norm] → LeakyReLU 0.2 stages from (filters, strides, normalise) specs.
+
+  A conv followed by instance norm has no bias (the norm cancels it).
+  """
   stack = []
   for filters, strides, normalise in specs:
-    stack.append(layers.Conv2D(filters, kernel, strides=strides, padding='same'))
+    stack.append(layers.Conv2D(filters, kernel, strides=strides, padding='same',
+                               use_bias=not normalise))
     if normalise:
       stack.append(instance_norm())
     stack.append(layers.LeakyReLU(negative_slope=_LEAK))

@@ -91,12 +91,14 @@ def paired_train_size(ctx, source_spec):
 
 def paired_dataset_fn(ctx, source_spec, batch_size):
   """The `dataset_fn(input_context, epoch)` of a two-domain stage: (source, target) batches."""
+  examples_memo = {}  # each shard is preprocessed once; later epochs reshuffle the cache
 
   def dataset_fn(input_context, epoch):
     return pipeline.paired_dataset(
         source_spec, ctx.pair.target, 'train', ctx.image_shape, batch_size=batch_size,
         data_dir=ctx.data_dir, seed=epoch_seed(ctx.seed, epoch), input_context=input_context,
-        cache=ctx.config.data.cache, shuffle_buffer=ctx.config.data.shuffle_buffer)
+        cache=ctx.config.data.cache, shuffle_buffer=ctx.config.data.shuffle_buffer,
+        memo=examples_memo)
 
   return dataset_fn
 
@@ -166,23 +168,34 @@ def fit_summary(result):
       'epochs_completed': result.epochs_completed,
       'stop_reason': result.stop_reason,
       'train_seconds': round(result.seconds, 2),
+      # After the first (tracing) call; compare with `train.bench` (docs/performance.md).
+      'examples_per_second': (round(result.examples_per_second, 1)
+                              if result.examples_per_second else None),
+      'first_call_seconds': (round(result.first_call_seconds, 2)
+                             if result.first_call_seconds is not None else None),
       'final_train_metrics': {k: float(v) for k, v in result.final_metrics.items()},
   }
 
 
 def write_stage_metrics(ctx, stage_name, payload):
-  """Writes `<stage>/metrics.json` on the chief; its existence marks the stage as finished."""
-  payload = dict(payload, stage=stage_name, pair=ctx.pair.name, seed=ctx.seed)
-  if ctx.is_chief:
-    trainer.write_json_atomically(ctx.metrics_path(stage_name), _plain(payload))
-    shown = ', '.join(f'{k}={v:.4f}' for k, v in sorted(payload.items())
-                      if k.endswith('accuracy') and isinstance(v, float))
-    print(f'[{stage_name}] done: {shown} → {ctx.metrics_path(stage_name)}', flush=True)
-  else:
+  """Writes `<stage>/metrics.json` on the chief; its existence marks the stage as finished.
+
+  `payload` is a dict or a function returning one. A function (the stages pass one, since their
+  payload evaluates the trained model) is called on the chief only: the other workers wait for
+  the chief's file and return what it holds, instead of repeating the evaluation for nothing.
+  """
+  if not ctx.is_chief:
     # Other workers finish the stage only once the chief has: the next stage's prerequisite
     # check (`require`) and `--stage=all`'s skip test read this file on every worker.
     distribute.wait_for(lambda: ctx.is_done(stage_name),
                         f"the chief worker's {ctx.metrics_path(stage_name)}")
+    return ctx.read_metrics(stage_name)
+  payload = payload() if callable(payload) else payload
+  payload = _plain(dict(payload, stage=stage_name, pair=ctx.pair.name, seed=ctx.seed))
+  trainer.write_json_atomically(ctx.metrics_path(stage_name), payload)
+  shown = ', '.join(f'{k}={v:.4f}' for k, v in sorted(payload.items())
+                    if k.endswith('accuracy') and isinstance(v, float))
+  print(f'[{stage_name}] done: {shown} → {ctx.metrics_path(stage_name)}', flush=True)
   return payload
 
 

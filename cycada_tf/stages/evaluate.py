@@ -33,23 +33,26 @@ def run(ctx, eval_stage=None):
   if eval_stage not in CLASSIFIER_STAGES:
     raise UserError(f'--eval_stage={eval_stage!r} has no classifier; valid: '
                     f'{", ".join(CLASSIFIER_STAGES)}.')
-  classifier = common.load_classifier(ctx, eval_stage, needed_by='eval')
-  matrix = common.confusion_matrix(ctx, classifier, ctx.pair.target)
-  class_names = domains.domain_info(ctx.pair.target, ctx.data_dir).class_names
   out_name = os.path.join('eval', eval_stage)
   out_dir = ctx.stage_dir(out_name)
-  payload = {
-      'evaluated_stage': eval_stage,
-      'domain': ctx.pair.target,
-      'split': 'test',
-      'target_test_accuracy': float(metrics_lib.accuracy(matrix)),
-      'per_class_accuracy': dict(zip(class_names, metrics_lib.per_class_accuracy(matrix))),
-      'confusion_matrix': matrix,
-      'class_names': list(class_names),
-  }
-  if ctx.is_chief:
+
+  def payload():  # on the chief only (see common.write_stage_metrics)
+    classifier = common.load_classifier(ctx, eval_stage, needed_by='eval')
+    matrix = common.confusion_matrix(ctx, classifier, ctx.pair.target)
+    class_names = domains.domain_info(ctx.pair.target, ctx.data_dir).class_names
     picture = summaries.confusion_matrix_image(matrix, class_names)
     summaries.save_png(picture, os.path.join(out_dir, 'confusion_matrix.png'))
     with tf.summary.create_file_writer(out_dir).as_default():
       summaries.write_image(f'confusion_matrix/{eval_stage}', picture, step=0)
+    return {
+        'evaluated_stage': eval_stage,
+        'domain': ctx.pair.target,
+        'split': 'test',
+        'target_test_accuracy': float(metrics_lib.accuracy(matrix)),
+        'per_class_accuracy': dict(zip(class_names, metrics_lib.per_class_accuracy(matrix))),
+        'confusion_matrix': matrix,
+        'class_names': list(class_names),
+    }
+
+  ctx.require(eval_stage, needed_by='eval')  # on every worker, so all fail alike
   return common.write_stage_metrics(ctx, out_name, payload)

@@ -183,7 +183,7 @@ def run(ctx):
   stage, gate = build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name)
   result = trainer.fit(stage, ctx.stage_dir(stage_name), ctx.strategy,
                        trainer.TrainConfig.from_config(ctx.config.train))
-  return common.write_stage_metrics(ctx, stage_name, dict(
+  return common.write_stage_metrics(ctx, stage_name, lambda: dict(
       source_stage.test_accuracies(ctx, f_t), **common.fit_summary(result),
       initialised_from=from_stage, source_side=source_spec,
       initial_target_test_accuracy=ctx.read_metrics(from_stage)['target_test_accuracy'],

@@ -249,10 +249,14 @@ def run(ctx):
   stage, nets, samples = build_stage(ctx, classifier)
   result = trainer.fit(stage, ctx.stage_dir('pixel'), ctx.strategy,
                        trainer.TrainConfig.from_config(ctx.config.train))
-  payload = dict(common.fit_summary(result), **translated_accuracies(ctx, nets, classifier))
-  payload['fs_target_accuracy'] = common.accuracy_on(ctx, classifier, ctx.pair.target)
-  if samples is not None:
-    png = os.path.join(ctx.stage_dir('pixel'), TRANSLATION_PNG)
-    summaries.save_png(samples.grid(), png)
-    payload['translations_png'] = png
+
+  def payload():  # on the chief only (see common.write_stage_metrics)
+    values = dict(common.fit_summary(result), **translated_accuracies(ctx, nets, classifier))
+    values['fs_target_accuracy'] = common.accuracy_on(ctx, classifier, ctx.pair.target)
+    if samples is not None:
+      png = os.path.join(ctx.stage_dir('pixel'), TRANSLATION_PNG)
+      summaries.save_png(samples.grid(), png)
+      values['translations_png'] = png
+    return values
+
   return common.write_stage_metrics(ctx, 'pixel', payload)

@@ -42,12 +42,14 @@ def supervised_stage(ctx, stage_name, domain_spec, classifier, dataset_fn=None, 
   with ctx.strategy.scope():
     optimizer = common.build_optimizer(common.adam(section), classifier)
 
+  examples_memo = {}  # each shard is preprocessed once; later epochs reshuffle the cache
+
   def default_dataset_fn(input_context, epoch):
     return pipeline.domain_dataset(
         domain_spec, 'train', ctx.image_shape, batch_size=batch_size, data_dir=ctx.data_dir,
         shuffle=True, seed=common.epoch_seed(ctx.seed, epoch), drop_remainder=True,
         input_context=input_context, cache=ctx.config.data.cache,
-        shuffle_buffer=ctx.config.data.shuffle_buffer)
+        shuffle_buffer=ctx.config.data.shuffle_buffer, memo=examples_memo)
 
   return trainer.Stage(
       name=stage_name,
@@ -77,7 +79,7 @@ def run(ctx, stage_name='source'):
   stage = supervised_stage(ctx, stage_name, domain_spec, classifier)
   result = trainer.fit(stage, ctx.stage_dir(stage_name), ctx.strategy,
                        trainer.TrainConfig.from_config(ctx.config.train))
-  return common.write_stage_metrics(ctx, stage_name, dict(
+  return common.write_stage_metrics(ctx, stage_name, lambda: dict(
       test_accuracies(ctx, classifier), trained_on=domain_spec, **common.fit_summary(result)))
 
 

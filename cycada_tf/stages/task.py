@@ -36,12 +36,16 @@ def translated_source_spec(ctx):
 def translate_source(ctx):
   """Renders the source train/test splits in target style once (skipped if already done)."""
   directory = translated_source_dir(ctx)
-  if translated.is_complete(directory):
-    return directory
   if not ctx.is_chief:
     # Only the chief writes into model_dir; the other workers read its copy when complete.
-    distribute.wait_for(lambda: translated.is_complete(directory),
-                        f'the chief worker to translate the source set into {directory}')
+    if not translated.is_complete(directory):
+      print(f'[task] waiting for the chief worker to translate the source set into '
+            f'{directory}', flush=True)
+      distribute.wait_for(lambda: translated.is_complete(directory),
+                          f'the chief worker to translate the source set into {directory}')
+    print(f"[task] reading the chief worker's translated source set in {directory}", flush=True)
+    return directory
+  if translated.is_complete(directory):
     return directory
   g_st = pixel.load_translator(ctx, needed_by='task')
   info = domains.domain_info(ctx.pair.source, ctx.data_dir)
@@ -69,7 +73,7 @@ def run(ctx):
   stage = source_stage.supervised_stage(ctx, 'task', spec, classifier)
   result = trainer.fit(stage, ctx.stage_dir('task'), ctx.strategy,
                        trainer.TrainConfig.from_config(ctx.config.train))
-  return common.write_stage_metrics(ctx, 'task', dict(
+  return common.write_stage_metrics(ctx, 'task', lambda: dict(
       source_stage.test_accuracies(ctx, classifier),
       translated_source_test_accuracy=common.accuracy_on(ctx, classifier, spec),
       trained_on=spec, initialised_from=section.init_from, **common.fit_summary(result)))
