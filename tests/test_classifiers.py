@@ -1,8 +1,5 @@
 """Task networks: SPEC §3 shapes and sizes, the (logits, features) split, tracing, checkpoints."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -12,8 +9,7 @@ import tensorflow as tf
 
 from cycada_tf import errors
 from cycada_tf import models
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import scripts
 
 
 def _built(name, batch=2, seed=0):
@@ -164,7 +160,4 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent('''
 
 
 def test_all_networks_train_under_two_replica_mirrored_strategy():
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
-  result = subprocess.run([sys.executable, '-c', _DISTRIBUTED_SCRIPT], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=240)
-  assert 'DISTRIBUTED_OK' in result.stdout, result.stderr[-3000:]
+  scripts.run_python(_DISTRIBUTED_SCRIPT, expect='DISTRIBUTED_OK')

@@ -1,9 +1,6 @@
 """Global-batch dropout (`cycada_tf.models.layers`): Keras' dropout semantics, masks that do not
 depend on the replica count."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -12,8 +9,7 @@ import pytest
 import tensorflow as tf
 
 from cycada_tf import models
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import scripts
 
 
 def _inputs(shape, seed=0):
@@ -174,7 +170,4 @@ _REPLICA_SCRIPT = textwrap.dedent('''
 
 
 def test_two_replicas_apply_the_one_replica_masks():
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
-  result = subprocess.run([sys.executable, '-c', _REPLICA_SCRIPT], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=240)
-  assert 'REPLICA_MASKS_OK' in result.stdout, result.stderr[-3000:]
+  scripts.run_python(_REPLICA_SCRIPT, expect='REPLICA_MASKS_OK')

@@ -42,6 +42,7 @@ from cycada_tf.stages import common
 from cycada_tf.stages import pixel
 from cycada_tf.stages import source as source_stage
 from cycada_tf.stages import task as task_stage
+from train import main as train_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3 * 44  # 3 epochs of 1,437 UCI digits in global batches of 32
@@ -188,14 +189,7 @@ def test_two_workers_resume_after_preemption_and_agree(tmp_path, offline_data_di
 
 def _tiny_config():
   """The config the `--stage=all` workers run with (uci_mnist's, with the TINY overrides)."""
-  config = uci_mnist.get_config()
-  for key, value in TINY.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  return config
+  return train_main.apply_overrides(uci_mnist.get_config(), TINY)
 
 
 def _examples(batches):

@@ -49,6 +49,11 @@ def load_config(pair):
   config = importlib.import_module(f'configs.{pair.config}').get_config()
   overrides = {name[len('config.'):]: FLAGS[name].value for name in FLAGS
                if name.startswith('config.') and FLAGS[name].present}
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides):
+  """Sets each dotted `path` of `overrides` (e.g. 'pixel.epochs') in `config`; returns it."""
   for path, value in overrides.items():
     node = config
     *parents, leaf = path.split('.')
