@@ -194,15 +194,18 @@ def epoch_iterator(stage, strategy, epoch, offset=0, num_epochs=1):
   """The distributed iterator over `num_epochs` epochs' batches from `epoch`, starting at that
   epoch's `offset`-th step (for resuming).
 
-  Each epoch keeps its own dataset (its own shuffle seed), cut to `stage.steps_per_epoch` batches,
-  so the batches are the same however the epochs are grouped into iterators.
+  Each epoch keeps its own dataset (its own shuffle seed). Every epoch followed by another is cut
+  to `stage.steps_per_epoch` batches, so the next one starts on time and the batches are the same
+  however the epochs are grouped into iterators. The last is left as `dataset_fn` made it:
+  `train.bench` reads its endless synthetic epoch past `steps_per_epoch`.
   """
 
   def epochs_dataset_fn(input_context):
-    dataset = stage.dataset_fn(input_context, epoch).take(stage.steps_per_epoch).skip(offset)
-    for later in range(epoch + 1, epoch + num_epochs):
-      dataset = dataset.concatenate(
-          stage.dataset_fn(input_context, later).take(stage.steps_per_epoch))
+    epochs = [stage.dataset_fn(input_context, e) for e in range(epoch, epoch + num_epochs)]
+    epochs = [d.take(stage.steps_per_epoch) for d in epochs[:-1]] + epochs[-1:]
+    dataset = epochs[0].skip(offset)
+    for later in epochs[1:]:
+      dataset = dataset.concatenate(later)
     return dataset
 
   return iter(strategy.distribute_datasets_from_function(epochs_dataset_fn))

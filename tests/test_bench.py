@@ -68,7 +68,8 @@ def test_flops_counts_convs_matmuls_and_their_gradients():
 
 
 def test_source_bench_reports_speed_flops_and_peak():
-  result = run_bench('--stage=source', '--config.source.batch_size=8')
+  # Epochs of 2 steps, while warm-up and timing read 6: the bench reads past an epoch's end.
+  result = run_bench('--stage=source', '--config.source.batch_size=8', '--examples_per_epoch=16')
   assert result['stage'] == 'source' and result['mode'] == 'step'
   assert result['examples_per_second'] > 0 and result['metrics_finite']
   assert result['flops_per_example'] == LENET_STEP_FLOPS
