@@ -146,3 +146,12 @@ def test_bf16_networks_return_float32():
     outputs = [tf.nest.flatten(net(tf.zeros([2, 28, 28, 1]))) for net in nets]
   assert all(t.dtype == tf.float32 for out in outputs for t in out)
   assert np.isfinite(np.concatenate([np.ravel(t) for out in outputs for t in out])).all()
+
+
+def test_input_mode_moves_through_epochs_and_iterators(offline_data_dir):
+  # 2 batches per epoch; warm-up and timing read 35, i.e. into a second group of
+  # trainer.EPOCHS_PER_ITERATOR (10) epochs, which needs a new iterator, as in `fit`.
+  result = run_bench('--stage=source', '--mode=input', f'--data_dir={offline_data_dir}',
+                     '--config.source.batch_size=512', '--steps=25')
+  assert result['steps_per_epoch'] == 2 and result['timed_steps'] == 25
+  assert result['examples_per_second'] > 0

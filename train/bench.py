@@ -253,16 +253,21 @@ def bench_input(ctx, stage_name, train_config, steps, warmup):
                                strategy.run(touch, args=(next(iterator),)), axis=None)
     return total
 
-  state = {'epoch': 0, 'left': stage.steps_per_epoch,
-           'iterator': trainer.epoch_iterator(stage, strategy, 0)}
+  def epochs_from(epoch):
+    """As `fit` groups them: the next `trainer.EPOCHS_PER_ITERATOR` epochs share one iterator."""
+    return trainer.epoch_iterator(stage, strategy, epoch,
+                                  num_epochs=trainer.EPOCHS_PER_ITERATOR)
+
+  state = {'epoch': 0, 'left': stage.steps_per_epoch, 'iterator': epochs_from(0)}
 
   def read(num_steps):
-    """Reads `num_steps` batches, moving to the next epoch's dataset as `fit` does."""
+    """Reads `num_steps` batches, moving on to the next epoch (and iterator) as `fit` does."""
     while num_steps:
       if not state['left']:
         state['epoch'] += 1
         state['left'] = stage.steps_per_epoch
-        state['iterator'] = trainer.epoch_iterator(stage, strategy, state['epoch'])
+        if state['epoch'] % trainer.EPOCHS_PER_ITERATOR == 0:
+          state['iterator'] = epochs_from(state['epoch'])
       count = min(num_steps, state['left'])
       float(drain(state['iterator'], tf.constant(count, dtype=tf.int64)))
       state['left'] -= count
