@@ -121,6 +121,41 @@ def test_on_epoch_end_can_stop_early(tmp_path):
   assert again.stop_reason == 'enough' and again.steps == 8 and len(seen) == 1
 
 
+def _record_calls(monkeypatch):
+  """Makes `fit` record the number of steps of every compiled call it makes."""
+  calls = []
+  make_run_steps = trainer.make_run_steps
+
+  def recording_make_run_steps(*args):
+    run_steps = make_run_steps(*args)
+
+    def recorded(iterator, num_steps):
+      calls.append(int(num_steps))
+      return run_steps(iterator, num_steps)
+    return recorded
+
+  monkeypatch.setattr(trainer, 'make_run_steps', recording_make_run_steps)
+  return calls
+
+
+def test_calls_span_epochs_unless_the_stage_has_epoch_bookkeeping(tmp_path, monkeypatch):
+  strategy = tf.distribute.get_strategy()
+  config = trainer.TrainConfig(log_every_steps=100, checkpoint_every_steps=100, steps_per_call=5)
+  calls = _record_calls(monkeypatch)
+  stage, spanning = toy_stage(strategy)
+  trainer.fit(stage, str(tmp_path / 'spanning'), strategy, config)
+  assert calls == [5, 5, 5, 5, 4]  # 3 epochs of 8 steps
+
+  calls.clear()
+  epoch_means = []
+  stage, per_epoch = toy_stage(strategy, on_epoch_end=lambda e, means: epoch_means.append(means))
+  trainer.fit(stage, str(tmp_path / 'per_epoch'), strategy, config)
+  assert calls == [5, 3] * 3
+  assert [m['examples'] for m in epoch_means] == [pytest.approx(1.0)] * 3
+  # The same batches in the same order, however the steps are grouped into calls.
+  np.testing.assert_array_equal(spanning.get_weights()[0], per_epoch.get_weights()[0])
+
+
 def test_write_json_atomically(tmp_path):
   path = tmp_path / 'sub' / 'metrics.json'
   trainer.write_json_atomically(str(path), {'b': 1, 'a': 0.5})
