@@ -6,6 +6,11 @@ mostly serial kernel on CPU: profiling the release pixel step (two ResNet-9 gene
 gradient here folds the mirrored borders back with slices, reversals, zero pads and adds, all
 ordinary vectorised kernels; the forward pass is the same `MirrorPad` as before, and the result
 is identical.
+
+`conv2d_valid` exists because oneDNN's bfloat16 filter gradient (`Conv2DBackpropFilter`) is
+barely faster than its float32 one for the ResNet-9 residual convolutions (3×3, 256 → 256
+channels on 10×10 padded maps): 199 against 182 GFLOP/s here, while the forward convolution
+gains 1.7× and the input gradient 2.3×. See its docstring.
 """
 
 import tensorflow as tf
@@ -62,3 +67,65 @@ def reflect_pad_2d(images, pad):
     return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode='REFLECT'), grad
 
   return padded(images)
+
+
+# Largest padded input height and width for which `conv2d_valid` swaps the filter gradient: the
+# swapped convolution's kernel is the output map, and beyond this size it is slower (measured:
+# 3×3 convs with 64 channels on 34×34 maps ran at 223 GFLOP/s swapped against 298 native).
+SWAPPED_FILTER_GRADIENT_MAX_SIZE = 18
+
+
+def conv2d_valid(x, kernel):
+  """Stride-1 'valid' 2-D convolution of NHWC `x`; in bfloat16 on small maps, a faster backward.
+
+  The forward pass and the input gradient are TensorFlow's own. In bfloat16, for inputs at most
+  `SWAPPED_FILTER_GRADIENT_MAX_SIZE` high and wide with at least 128 channels, the filter
+  gradient dW[i, j, c, o] = Σ_{n,h,w} x[n, h+i, w+j, c] · dy[n, h, w, o] is computed as a
+  forward convolution with batch and channels swapped: x as [C, H, W, N] images convolved with
+  dy as a [H', W', N, O] kernel gives [C, k, k, O]. oneDNN's bfloat16 forward convolution is
+  fast, and for the residual blocks' shape this ran at 292 against 199 GFLOP/s (batch 100). The
+  values are the same sums in another order, rounded to bfloat16 as the native gradient is.
+  """
+  # A tensor, not a (Keras, possibly autocast) variable: the custom gradient below is for
+  # tensors, and the cast's own gradient carries dW back to a float32 variable.
+  kernel = tf.cast(kernel, x.dtype)
+  rows, cols, channels = x.shape[1], x.shape[2], x.shape[3]
+  if (x.dtype == tf.bfloat16 and rows is not None and cols is not None and channels is not None
+      and max(rows, cols) <= SWAPPED_FILTER_GRADIENT_MAX_SIZE and channels >= 128):
+    return _conv2d_valid_swapped_filter_gradient(x, kernel)
+  return tf.nn.conv2d(x, kernel, 1, 'VALID')
+
+
+@tf.custom_gradient
+def _conv2d_valid_swapped_filter_gradient(x, kernel):
+  outputs = tf.nn.conv2d(x, kernel, 1, 'VALID')
+
+  def grad(dy):
+    dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, 'VALID')
+    images = tf.transpose(x, [3, 1, 2, 0])  # [C, H, W, N]
+    filters = tf.transpose(dy, [1, 2, 0, 3])  # [H', W', N, O]
+    dkernel = tf.transpose(tf.nn.conv2d(images, filters, 1, 'VALID'), [1, 2, 0, 3])
+    return dx, dkernel
+
+  return outputs, grad
+
+
+def instance_norm(x, gamma, beta, epsilon):
+  """Instance normalisation of NHWC `x` with per-channel scale `gamma` and offset `beta`.
+
+  Each image's channel is normalised over its own H×W, as `keras.layers.GroupNormalization(
+  groups=-1)` does, but as one fused kernel: a batch norm in training mode over the [1, H, W, N·C]
+  view of `x` (N·C "channels", each one image's channel). Forward and backward are then oneDNN's
+  fused batch-norm kernels instead of Keras' dozen element-wise ops and reductions with float32
+  copies of bfloat16 activations; the two transposes that make the view are plain copies.
+  Statistics are float32 whatever `x`'s dtype. Measured on the release pixel step in bfloat16:
+  15.3 against 14.4 examples/s; in float32 the two are within noise.
+  """
+  shape = tf.shape(x)
+  n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+  view = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), tf.stack([1, h, w, n * c]))
+  normalised, *_ = tf.raw_ops.FusedBatchNormV3(
+      x=view, scale=tf.tile(tf.cast(gamma, tf.float32), [n]),
+      offset=tf.tile(tf.cast(beta, tf.float32), [n]),
+      mean=tf.zeros([0]), variance=tf.zeros([0]), epsilon=epsilon, is_training=True)
+  return tf.transpose(tf.reshape(normalised, tf.stack([h, w, n, c])), [2, 0, 1, 3])

@@ -31,10 +31,10 @@ def test_patchgan_follows_release_layout():
   assert all(c.kernel_size == (4, 4) for c in convs)
   kinds = [type(l).__name__ for l in discriminator.stack]
   # No norm after the first conv, instance norm after the next three, none on the score conv.
-  assert kinds == ['Conv2D', 'LeakyReLU'] + ['Conv2D', 'GroupNormalization', 'LeakyReLU'] * 3
-  norms = [l for l in discriminator.stack if isinstance(l, keras.layers.GroupNormalization)]
-  # groups=-1 resolves to one group per channel when built: instance normalisation.
-  assert [n.groups for n in norms] == [128, 256, 512]
+  assert kinds == ['Conv2D', 'LeakyReLU'] + ['Conv2D', 'InstanceNormalization', 'LeakyReLU'] * 3
+  norms = [l for l in discriminator.stack if isinstance(l, models.InstanceNormalization)]
+  assert [n.gamma.shape for n in norms] == [(128,), (256,), (512,)]
+  assert all(n.epsilon == 1e-5 for n in norms)  # PyTorch InstanceNorm2d's
 
 
 def test_image_discriminator_parameter_counts_by_hand():

@@ -135,3 +135,39 @@ def test_reflection_pad_mirrors_without_repeating_the_edge():
 def test_unknown_generator_lists_valid_names():
   with pytest.raises(errors.UserError, match=r"'digit', 'resnet9'"):
     models.build_generator('unet', 3)
+
+
+def test_instance_norm_layer_loads_group_norm_checkpoints(tmp_path):
+  """Runs trained with `GroupNormalization(groups=-1)` (before the fused layer) still restore."""
+  keras.utils.set_random_seed(0)
+  old = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5)
+  old.build((None, 6, 6, 5))
+  old.set_weights([np.linspace(0.5, 1.5, 5), np.linspace(-1, 1, 5)])
+  path = tf.train.Checkpoint(norm=old).save(str(tmp_path / 'ckpt'))
+  new = models.instance_norm()
+  new.build((None, 6, 6, 5))
+  tf.train.Checkpoint(norm=new).restore(path).assert_existing_objects_matched()
+  images = 3.0 * _images((2, 6, 6, 5)) + 1.0
+  np.testing.assert_allclose(new(images).numpy(), old(images).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_resnet_generator_trains_in_bfloat16_with_the_swapped_filter_gradient():
+  keras.utils.set_random_seed(0)
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy('mixed_bfloat16')
+  try:
+    # 128 channels at 32 / 4 = 8×8: the residual convs take `ops.conv2d_valid`'s swapped path.
+    generator = models.ResnetGenerator(3, filters=32, num_blocks=1)
+    images = _images((2, 32, 32, 3))
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(tf.square(generator(images, training=True) - images))
+    grads = tape.gradient(loss, generator.trainable_variables)
+  finally:
+    keras.config.set_dtype_policy(previous)
+  assert all(g is not None and g.dtype == tf.float32 for g in grads)
+  assert all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads)
+  residual = [v for v, g in zip(generator.trainable_variables, grads)
+              if v.shape == (3, 3, 128, 128)]
+  assert len(residual) == 2
+  assert all(float(tf.reduce_max(tf.abs(g))) > 0 for v, g in zip(
+      generator.trainable_variables, grads) if v.shape == (3, 3, 128, 128))

@@ -1,5 +1,6 @@
-"""`ops.reflect_pad_2d`: the same values and gradients as TF's MirrorPad, by a faster gradient."""
+"""`ops`: the same values and gradients as TF's (or Keras') own ops, by faster kernels."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -53,3 +54,82 @@ def test_zero_pad_is_identity_and_too_small_maps_are_rejected():
   assert ops.reflect_pad_2d(images, 0) is images
   with pytest.raises(ValueError, match='height and width > 3'):
     ops.reflect_pad_2d(tf.zeros((1, 3, 5, 1)), 3)
+
+
+def _instance_norm_value_and_grads(norm_fn, x, gamma, beta, weights):
+  with tf.GradientTape() as tape:
+    tape.watch([x, gamma, beta])
+    y = norm_fn(x, gamma, beta)
+    loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+  return [y] + tape.gradient(loss, [x, gamma, beta])
+
+
+@pytest.mark.parametrize('shape', [(4, 8, 8, 3), (1, 5, 7, 16), (3, 2, 2, 1)])
+def test_instance_norm_matches_keras_group_norm(shape):
+  rng = np.random.default_rng(1)
+  x = tf.constant(rng.normal(2.0, 3.0, size=shape), tf.float32)
+  gamma = tf.constant(rng.normal(size=shape[-1:]), tf.float32)
+  beta = tf.constant(rng.normal(size=shape[-1:]), tf.float32)
+  weights = tf.constant(rng.normal(size=shape), tf.float32)
+  keras_norm = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5)
+  keras_norm.build(shape)
+
+  def reference(x, gamma, beta):
+    keras_norm.gamma.assign(gamma)
+    keras_norm.beta.assign(beta)
+    return keras_norm(x)
+
+  # Keras' gamma and beta are variables: their gradients come from a second tape.
+  want = _instance_norm_value_and_grads(reference, x, gamma, beta, weights)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(keras_norm(x) * weights)
+  want[2:] = tape.gradient(loss, [keras_norm.gamma, keras_norm.beta])
+  got = _instance_norm_value_and_grads(
+      lambda *a: ops.instance_norm(*a, epsilon=1e-5), x, gamma, beta, weights)
+  for name, g, w in zip(('value', 'd/dx', 'd/dgamma', 'd/dbeta'), got, want):
+    np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_instance_norm_in_bfloat16_keeps_the_dtype_and_normalises_per_image_channel():
+  x = tf.random.stateless_normal((3, 6, 6, 4), seed=(3, 4), mean=5.0, stddev=2.0)
+  y = ops.instance_norm(tf.cast(x, tf.bfloat16), tf.ones(4), tf.zeros(4), 1e-5)
+  assert y.dtype == tf.bfloat16
+  mean, variance = tf.nn.moments(tf.cast(y, tf.float32), axes=[1, 2])
+  np.testing.assert_allclose(mean.numpy(), 0.0, atol=0.02)
+  np.testing.assert_allclose(variance.numpy(), 1.0, atol=0.02)
+
+
+@pytest.mark.parametrize('shape,swapped', [((4, 10, 10, 128), True),   # a residual block's conv
+                                           ((2, 20, 20, 128), False),  # map too large
+                                           ((4, 10, 10, 16), False)])  # too few channels
+def test_conv2d_valid_gradients_match_tf_in_bfloat16(shape, swapped):
+  rng = np.random.default_rng(2)
+  x = tf.constant(rng.normal(size=shape), tf.float32)
+  kernel = tf.constant(rng.normal(size=(3, 3, shape[-1], 8)) / 30, tf.float32)
+  weights = tf.constant(rng.normal(size=(shape[0], shape[1] - 2, shape[2] - 2, 8)), tf.float32)
+
+  def value_and_grads(conv, dtype):
+    with tf.GradientTape() as tape:
+      tape.watch([x, kernel])
+      y = conv(tf.cast(x, dtype), tf.cast(kernel, dtype))
+      loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+    return [tf.cast(y, tf.float32)] + tape.gradient(loss, [x, kernel])
+
+  native = lambda x, k: tf.nn.conv2d(x, k, 1, 'VALID')
+  exact = value_and_grads(native, tf.float32)
+  # float32: TensorFlow's op itself.
+  for got, want in zip(value_and_grads(ops.conv2d_valid, tf.float32), exact):
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+  # bfloat16: as close to the float32 result as TensorFlow's own bfloat16 gradient is.
+  tf_bf16 = value_and_grads(native, tf.bfloat16)
+  ours = value_and_grads(ops.conv2d_valid, tf.bfloat16)
+  for name, got, theirs, want in zip(('value', 'd/dx', 'd/dkernel'), ours, tf_bf16, exact):
+    scale = float(tf.reduce_max(tf.abs(want)))
+    error = float(tf.reduce_max(tf.abs(got - want))) / scale
+    tf_error = float(tf.reduce_max(tf.abs(theirs - want))) / scale
+    assert error <= max(2 * tf_error, 1e-2), (name, error, tf_error)
+  graph = tf.function(lambda: value_and_grads(ops.conv2d_valid, tf.bfloat16)
+                      ).get_concrete_function().graph.as_graph_def()
+  op_types = {node.op for f in graph.library.function for node in f.node_def} | {
+      node.op for node in graph.node}
+  assert ('Conv2DBackpropFilter' not in op_types) == swapped, sorted(op_types)
