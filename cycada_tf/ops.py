@@ -73,13 +73,18 @@ def reflect_pad_2d(images, pad):
 # swapped convolution's kernel is the output map, and beyond this size it is slower (measured:
 # 3×3 convs with 64 channels on 34×34 maps ran at 223 GFLOP/s swapped against 298 native).
 SWAPPED_FILTER_GRADIENT_MAX_SIZE = 18
+# Fewest input channels for the swap (the swapped convolution's batch is the channel count). It
+# was measured faster at 128 and 256 channels on 10×10 maps (261 and 292 against 206 and 199
+# GFLOP/s); smaller channel counts are left to TF's kernel, as they were not measured on these maps.
+SWAPPED_FILTER_GRADIENT_MIN_CHANNELS = 128
 
 
 def conv2d_valid(x, kernel):
   """Stride-1 'valid' 2-D convolution of NHWC `x`; in bfloat16 on small maps, a faster backward.
 
   The forward pass and the input gradient are TensorFlow's own. In bfloat16, for inputs at most
-  `SWAPPED_FILTER_GRADIENT_MAX_SIZE` high and wide with at least 128 channels, the filter
+  `SWAPPED_FILTER_GRADIENT_MAX_SIZE` high and wide with at least
+  `SWAPPED_FILTER_GRADIENT_MIN_CHANNELS` channels, the filter
   gradient dW[i, j, c, o] = Σ_{n,h,w} x[n, h+i, w+j, c] · dy[n, h, w, o] is computed as a
   forward convolution with batch and channels swapped: x as [C, H, W, N] images convolved with
   dy as a [H', W', N, O] kernel gives [C, k, k, O]. oneDNN's bfloat16 forward convolution is
@@ -91,7 +96,8 @@ def conv2d_valid(x, kernel):
   kernel = tf.cast(kernel, x.dtype)
   rows, cols, channels = x.shape[1], x.shape[2], x.shape[3]
   if (x.dtype == tf.bfloat16 and rows is not None and cols is not None and channels is not None
-      and max(rows, cols) <= SWAPPED_FILTER_GRADIENT_MAX_SIZE and channels >= 128):
+      and max(rows, cols) <= SWAPPED_FILTER_GRADIENT_MAX_SIZE
+      and channels >= SWAPPED_FILTER_GRADIENT_MIN_CHANNELS):
     return _conv2d_valid_swapped_filter_gradient(x, kernel)
   return tf.nn.conv2d(x, kernel, 1, 'VALID')
 
