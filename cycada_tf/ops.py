@@ -1,11 +1,13 @@
 """Small tensor ops whose TensorFlow defaults are slow on CPU.
 
-`reflect_pad_2d` exists because TF's gradient of reflection padding (`MirrorPadGrad`) is a slow,
-mostly serial kernel on CPU: profiling the release pixel step (two ResNet-9 generators, batch
-100, 32×32) showed it taking 8 % of the step, more than any op but the convolutions. Its
-gradient here folds the mirrored borders back with slices, reversals, zero pads and adds, all
-ordinary vectorised kernels; the forward pass is the same `MirrorPad` as before, and the result
-is identical.
+`reflect_pad_2d` exists because TF's reflection padding (`MirrorPad` and its gradient
+`MirrorPadGrad`) is slow on CPU: profiling the release pixel step (two ResNet-9 generators, batch
+100, 32×32) showed the gradient taking 8 % of the step, more than any op but the convolutions,
+and the forward pass of a 100×8×8×256 tensor takes 4.7 ms in bfloat16 (5.1 in float32), several
+times a plain copy. Here the forward pass gathers the mirrored rows, then columns (0.44 ms in
+bfloat16, 1.7 in float32), and the gradient folds the mirrored borders back with slices,
+reversals, zero pads and adds, all ordinary vectorised kernels. Values and gradients are
+identical to `MirrorPad`'s.
 
 `conv2d_valid` exists because oneDNN's bfloat16 filter gradient (`Conv2DBackpropFilter`) is
 barely faster than its float32 one for the ResNet-9 residual convolutions (3×3, 256 → 256
@@ -47,6 +49,12 @@ def _fold_reflected_border(grad, pad, axis):
                     center(n - 1 - pad, n - 1) + bottom, center(n - 1, n)], axis)
 
 
+def _reflected_indices(size, pad):
+  """Source index of each position of a length-`size` axis reflection-padded by `pad`."""
+  return ([pad - i for i in range(pad)] + list(range(size)) +
+          [size - 2 - i for i in range(pad)])
+
+
 def reflect_pad_2d(images, pad):
   """Reflection-pads height and width of NHWC `images` by `pad` (same as MirrorPad REFLECT).
 
@@ -60,11 +68,13 @@ def reflect_pad_2d(images, pad):
     raise ValueError(f'reflect_pad_2d needs static height and width > {pad}; got shape '
                      f'{images.shape}')
 
+  rows, columns = _reflected_indices(height, pad), _reflected_indices(width, pad)
+
   @tf.custom_gradient
   def padded(x):
     def grad(upstream):
       return _fold_reflected_border(_fold_reflected_border(upstream, pad, 2), pad, 1)
-    return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode='REFLECT'), grad
+    return tf.gather(tf.gather(x, rows, axis=1), columns, axis=2), grad
 
   return padded(images)
 

@@ -171,3 +171,29 @@ _REPLICA_SCRIPT = textwrap.dedent('''
 
 def test_two_replicas_apply_the_one_replica_masks():
   scripts.run_python(_REPLICA_SCRIPT, expect='REPLICA_MASKS_OK')
+
+
+def _random_ops(layer, spec):
+  graph = tf.function(lambda v: layer(v, training=True)).get_concrete_function(spec).graph
+  return {op.type: op for op in graph.get_operations() if op.type.startswith('StatelessRandomUniform')}
+
+
+def test_rates_in_256ths_draw_one_random_word_per_four_units():
+  x = tf.TensorSpec((8, 6, 6, 16))  # 4,608 units.
+  half = _random_ops(models.GlobalBatchDropout(0.5, seed=1), x)
+  assert set(half) == {'StatelessRandomUniformFullIntV2'}, half
+  assert half['StatelessRandomUniformFullIntV2'].outputs[0].shape == (4608 // 4,)
+  other = _random_ops(models.GlobalBatchDropout(0.4, seed=1), x)
+  assert set(other) == {'StatelessRandomUniformV2'}, other
+
+
+@pytest.mark.parametrize('rate', [0.25, 0.5, 0.75])
+def test_byte_masks_keep_each_unit_with_probability_1_minus_rate(rate):
+  # 3 × 2^19 units, so four standard deviations are under 0.3 % of the rate; an odd count of
+  # units per example checks the byte unpacking does not need multiples of 4.
+  keep = models.layers.keep_mask((3, 524287, 1), rate, keras.random.SeedGenerator(3)).numpy()
+  assert keep.shape == (3, 524287, 1) and keep.dtype == bool
+  assert abs(keep.mean() - (1 - rate)) < 4 * np.sqrt(rate * (1 - rate) / keep.size)
+  # Neighbouring units (bytes of the same random word) are independent: P(both kept) = (1-rate)².
+  pairs = (keep[:, :-1] & keep[:, 1:]).mean()
+  assert abs(pairs - (1 - rate) ** 2) < 0.005

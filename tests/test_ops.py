@@ -47,6 +47,9 @@ def test_works_compiled_and_in_bfloat16():
   assert float(tf.reduce_sum(grad)) == pytest.approx(2 * 8 * 8 * 2)
   half = ops.reflect_pad_2d(tf.cast(images, tf.bfloat16), 1)
   assert half.dtype == tf.bfloat16 and half.shape == (2, 8, 8, 2)
+  mirrored = tf.pad(tf.cast(images, tf.bfloat16), [[0, 0], [1, 1], [1, 1], [0, 0]], mode='REFLECT')
+  np.testing.assert_array_equal(tf.cast(half, tf.float32).numpy(),
+                                tf.cast(mirrored, tf.float32).numpy())
 
 
 def test_zero_pad_is_identity_and_too_small_maps_are_rejected():
