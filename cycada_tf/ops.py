@@ -145,3 +145,31 @@ def instance_norm(x, gamma, beta, epsilon):
       offset=tf.tile(tf.cast(beta, tf.float32), [n]),
       mean=tf.zeros([0]), variance=tf.zeros([0]), epsilon=epsilon, is_training=True)
   return tf.transpose(tf.reshape(normalised, tf.stack([h, w, n, c])), [2, 0, 1, 3])
+
+
+def leaky_relu(x, negative_slope):
+  """`tf.nn.leaky_relu` whose gradient reads the activation's output instead of its input.
+
+  Why: TF's own gradient, `LeakyReluGrad(dy, features=x)`, keeps a second consumer on the
+  pre-activation x. When x is a convolution's `BiasAdd`, Grappler's remapper fuses Conv2D +
+  BiasAdd + LeakyRelu into one `_FusedConv2D`, which removes the BiasAdd node that the gradient
+  still reads, and the whole remapper pass then fails for the function ("Mutation::Apply error:
+  fanout ... LeakyReluGrad exist for missing node ... BiasAdd"): every fusion it would have made
+  in the training step is dropped. For a positive slope, y = leaky_relu(x) has the sign of x, so
+  `LeakyReluGrad(dy, features=y)` is the same gradient, and x keeps a single consumer.
+  """
+  negative_slope = float(negative_slope)
+  if negative_slope <= 0.0:
+    raise ValueError(f'leaky_relu needs a positive slope to read signs from its output; got '
+                     f'{negative_slope}')
+
+  @tf.custom_gradient
+  def activation(features):
+    outputs = tf.nn.leaky_relu(features, alpha=negative_slope)
+
+    def grad(upstream):
+      return tf.raw_ops.LeakyReluGrad(gradients=upstream, features=outputs, alpha=negative_slope)
+
+    return outputs, grad
+
+  return activation(x)

@@ -136,3 +136,45 @@ def test_conv2d_valid_gradients_match_tf_in_bfloat16(shape, swapped):
   op_types = {node.op for f in graph.library.function for node in f.node_def} | {
       node.op for node in graph.node}
   assert ('Conv2DBackpropFilter' not in op_types) == swapped, sorted(op_types)
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.bfloat16])
+def test_leaky_relu_matches_tf_values_and_gradients(dtype):
+  x = tf.constant([[-2.0, -0.5, 0.0, 0.0, 0.25, 3.0]], dtype)  # zeros: the kink itself
+  upstream = tf.constant([[1.0, -2.0, 3.0, -4.0, 5.0, -6.0]], dtype)
+
+  def value_and_grad(fn):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = fn(x)
+    return y, tape.gradient(y, x, output_gradients=upstream)
+
+  y, dx = value_and_grad(lambda t: ops.leaky_relu(t, 0.2))
+  y_ref, dx_ref = value_and_grad(lambda t: tf.nn.leaky_relu(t, alpha=0.2))
+  assert y.dtype == dtype and dx.dtype == dtype
+  np.testing.assert_array_equal(tf.cast(y, tf.float32), tf.cast(y_ref, tf.float32))
+  np.testing.assert_array_equal(tf.cast(dx, tf.float32), tf.cast(dx_ref, tf.float32))
+
+
+def test_leaky_relu_gradient_reads_the_output_not_the_input():
+  """The point of `ops.leaky_relu`: the pre-activation has one consumer, so Grappler can fuse it."""
+  @tf.function
+  def step(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      pre = tf.identity(x, name='pre_activation')
+      y = ops.leaky_relu(pre, 0.2)
+    return tape.gradient(y, x)
+
+  graph = step.get_concrete_function(tf.TensorSpec([4], tf.float32)).graph
+  grads = [op for op in graph.get_operations() if op.type == 'LeakyReluGrad']
+  assert grads and all(op.inputs[1].op.type == 'LeakyRelu' for op in grads)
+  pre = graph.get_operation_by_name('pre_activation')
+  # Besides the activation only custom_gradient's bookkeeping IdentityN, which Grappler prunes.
+  consumers = [c.type for c in pre.outputs[0].consumers() if c.type != 'IdentityN']
+  assert consumers == ['LeakyRelu']
+
+
+def test_leaky_relu_needs_a_positive_slope():
+  with pytest.raises(ValueError, match='positive slope'):
+    ops.leaky_relu(tf.ones([2]), 0.0)

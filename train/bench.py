@@ -1,6 +1,7 @@
 r"""Speed of one stage's real training step (or of its input pipeline), as one JSON line.
 
     python -m train.bench --stage=pixel --dataset=svhn_mnist [--precision=bf16] [--steps=100]
+    python -m train.bench --stage=pixel --dataset=svhn_mnist --precision=both
     python -m train.bench --stage=source --mode=input
 
 `--mode=step` (default) builds the stage exactly as training does (same builders, models, losses,
@@ -11,6 +12,9 @@ with freshly initialised networks, feeds it one synthetic batch of the config's 
 the median examples/s over those calls, the step's FLOPs (`cycada_tf.flops`, counted on the
 traced step), the achieved GFLOP/s and its fraction of the best dense float32 matmul measured in
 the same process (`peak_matmul_gflops`, the machine's practical peak at that moment).
+`--precision=both` builds the step twice, in fp32 and in bf16, and alternates their timed calls,
+reporting each under its own key and `bf16_speedup`, the median ratio over pairs of calls: the
+one figure for bf16's gain that the machine's slow speed drift does not bias.
 
 `--mode=input` runs the stage's real input pipeline alone (the stage's own `dataset_fn`, epoch by
 epoch as `trainer.fit` reads it) through a compiled loop that only touches each batch, so one
@@ -42,7 +46,10 @@ BENCH_STAGES = ('source', 'pixel', 'feature', 'task')
 MODES = ('step', 'input')
 flags.DEFINE_enum('mode', 'step', MODES, 'step: the compiled training step on synthetic '
                   'batches; input: the real input pipeline alone.')
-flags.DEFINE_enum('precision', None, ['fp32', 'bf16'], 'Overrides config.train.precision.')
+flags.DEFINE_enum('precision', None, ['fp32', 'bf16', 'both'], 'Overrides '
+                  'config.train.precision. `both` (step mode): builds the step in fp32 and in '
+                  'bf16 and times their calls alternately in one process, so the machine\'s '
+                  'drift cannot bias bf16_speedup.')
 flags.DEFINE_integer('steps', 50, 'Timed steps (after warm-up), in calls of '
                      'config.train.steps_per_call steps.')
 flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing (the first traces/compiles).')
@@ -165,16 +172,26 @@ def _windows(total_steps, steps_per_call):
   return counts
 
 
-def bench_step(ctx, stage_name, train_config, steps, warmup, examples_per_epoch):
-  """Times the compiled training step on synthetic data; returns the result dict."""
-  import math  # pylint: disable=g-import-not-at-top
+@dataclasses.dataclass
+class PreparedStep:
+  """A stage's compiled step, ready to time: `call(n)` runs n steps and returns the metric sums."""
+  call: object
+  flops_per_step: float
+  batch_size: int
+  steps_per_call: int
+
+
+def prepare_step(ctx, stage_name, train_config, counts, warmup, examples_per_epoch):
+  """Builds the stage's compiled step on synthetic data and warms it up (traces it).
+
+  Call inside the precision's policy scope: layers take their dtype policy when built.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cycada_tf import flops  # pylint: disable=g-import-not-at-top
   from cycada_tf import trainer  # pylint: disable=g-import-not-at-top
   from cycada_tf.errors import UserError  # pylint: disable=g-import-not-at-top
 
-  section = ctx.config[stage_name]
-  batch_size = int(section.batch_size)
+  batch_size = int(ctx.config[stage_name].batch_size)
   stage = build_stage(ctx, stage_name, examples_per_epoch or 100 * batch_size)
   example = synthetic_batch(ctx.image_shape, batch_size, ctx.config.model.num_classes,
                             paired=stage_name in ('pixel', 'feature'), seed=ctx.seed)
@@ -187,7 +204,6 @@ def bench_step(ctx, stage_name, train_config, steps, warmup, examples_per_epoch)
     sums = run_steps(iterator, tf.constant(num_steps, dtype=tf.int64))
     return {k: float(v) for k, v in sums.items()}
 
-  counts = _windows(steps, train_config.steps_per_call)
   start = time.perf_counter()
   try:
     for _ in range(max(warmup, 1)):
@@ -201,36 +217,83 @@ def bench_step(ctx, stage_name, train_config, steps, warmup, examples_per_epoch)
         '--config.train.jit_compile=false, or a DTN config (svhn_mnist).') from None
   _log(f'[bench] warm-up ({max(warmup, 1)} calls, incl. tracing) took '
        f'{time.perf_counter() - start:.1f} s')
-  rates, seconds, metrics = [], 0.0, {}
-  if FLAGS.profile_dir:
-    tf.profiler.experimental.start(FLAGS.profile_dir)
-  for count in counts:
-    start = time.perf_counter()
-    metrics = call(count)
-    elapsed = time.perf_counter() - start
-    seconds += elapsed
-    rates.append(count * batch_size / elapsed)
-  if FLAGS.profile_dir:
-    tf.profiler.experimental.stop()
-
   graph = run_steps.get_concrete_function(
       iterator, tf.constant(counts[0], dtype=tf.int64)).graph
-  flops_per_step = flops.graph_flops(graph)
+  return PreparedStep(call=call, flops_per_step=flops.graph_flops(graph),
+                      batch_size=batch_size, steps_per_call=counts[0])
+
+
+def step_result(prepared, counts, timings, metrics):
+  """The JSON fields of one precision's timed calls (`timings`: seconds of each call)."""
+  import math  # pylint: disable=g-import-not-at-top
+  from cycada_tf import flops  # pylint: disable=g-import-not-at-top
+  rates = [count * prepared.batch_size / t for count, t in zip(counts, timings)]
   examples_per_second = statistics.median(rates)
   return {
-      'global_batch_size': batch_size,
-      'steps_per_call': counts[0],
+      'global_batch_size': prepared.batch_size,
+      'steps_per_call': prepared.steps_per_call,
       'timed_steps': sum(counts),
-      'timed_seconds': round(seconds, 4),
+      'timed_seconds': round(sum(timings), 4),
       'examples_per_second': examples_per_second,
       'examples_per_second_windows': [round(r, 2) for r in rates],
-      'flops_per_step': flops_per_step,
-      'flops_per_example': flops_per_step / batch_size,
+      'flops_per_step': prepared.flops_per_step,
+      'flops_per_example': prepared.flops_per_step / prepared.batch_size,
       'flops_source': flops.SOURCE,
-      'achieved_gflops': flops_per_step * examples_per_second / batch_size / 1e9,
+      'achieved_gflops': prepared.flops_per_step * examples_per_second / prepared.batch_size / 1e9,
       'metrics_finite': all(math.isfinite(v) for v in metrics.values()),
       'last_call_metrics': {k: v / counts[-1] for k, v in metrics.items()},
   }
+
+
+def time_calls(prepared_steps, counts):
+  """Times each call of `counts`, for every prepared step in turn, alternating their order.
+
+  With several steps (`--precision=both`), call k runs them in one order and call k+1 in the
+  reverse one, so slow drifts of the machine's speed (this CPU drifts by 10-15 % over minutes)
+  hit both alike and their ratio per pair of calls stays fair. Returns, per step, the list of
+  call durations and the last call's metric sums.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  timings = [[] for _ in prepared_steps]
+  metrics = [{} for _ in prepared_steps]
+  order = list(range(len(prepared_steps)))
+  if FLAGS.profile_dir:
+    tf.profiler.experimental.start(FLAGS.profile_dir)
+  for count in counts:
+    for i in order:
+      start = time.perf_counter()
+      metrics[i] = prepared_steps[i].call(count)
+      timings[i].append(time.perf_counter() - start)
+    order.reverse()
+  if FLAGS.profile_dir:
+    tf.profiler.experimental.stop()
+  return timings, metrics
+
+
+def bench_step(ctx, stage_name, train_config, precisions, steps, warmup, examples_per_epoch):
+  """Times the compiled step on synthetic data in each of `precisions`; the result dict.
+
+  One precision: its fields at the top level. Several: one sub-dict per precision, timed
+  alternately (`time_calls`), plus `bf16_speedup`, the median over pairs of calls of bf16's
+  examples/s over fp32's.
+  """
+  from cycada_tf import precision  # pylint: disable=g-import-not-at-top
+  counts = _windows(steps, train_config.steps_per_call)
+  prepared = []
+  for name in precisions:
+    with precision.policy_scope(name):
+      prepared.append(prepare_step(ctx, stage_name, train_config, counts, warmup,
+                                   examples_per_epoch))
+  timings, metrics = time_calls(prepared, counts)
+  results = {name: step_result(p, counts, t, m)
+             for name, p, t, m in zip(precisions, prepared, timings, metrics)}
+  if len(precisions) == 1:
+    return results[precisions[0]]
+  ratios = [fp32 / bf16 for fp32, bf16 in
+            zip(timings[precisions.index('fp32')], timings[precisions.index('bf16')])]
+  results['bf16_speedup'] = statistics.median(ratios)
+  results['bf16_speedup_windows'] = [round(r, 3) for r in ratios]
+  return results
 
 
 def bench_input(ctx, stage_name, train_config, steps, warmup):
@@ -308,11 +371,18 @@ def run():
                     f'{", ".join(BENCH_STAGES)}.')
   if FLAGS.steps < 1:
     raise UserError(f'--steps={FLAGS.steps} must be at least 1.')
+  if FLAGS.precision == 'both' and FLAGS.mode == 'input':
+    raise UserError('--precision=both is for --mode=step: the input pipeline does not depend '
+                    'on the precision.')
   with contextlib.redirect_stdout(sys.stderr):  # train.main's start-up line
     ctx = train_main.build_context()
   config = ctx.config
-  if FLAGS.precision:
-    config.train.precision = FLAGS.precision
+  if FLAGS.precision == 'both':
+    precisions = ['fp32', 'bf16']
+  else:
+    if FLAGS.precision:
+      config.train.precision = FLAGS.precision
+    precisions = [config.train.precision]
   if FLAGS.stage == 'feature' and FLAGS.feature_gate == 'open' and FLAGS.mode == 'step':
     config.feature.gate_threshold = -1.0
   train_config = trainer.TrainConfig.from_config(config.train)
@@ -321,26 +391,28 @@ def run():
       'mode': FLAGS.mode,
       'pair': ctx.pair.name,
       'image_shape': list(ctx.image_shape),
-      'precision': config.train.precision,
+      'precision': FLAGS.precision if FLAGS.precision == 'both' else config.train.precision,
       'jit_compile': bool(train_config.jit_compile),
       'strategy': distribute.describe(ctx.strategy),
       'replicas': ctx.strategy.num_replicas_in_sync,
       'tensorflow': tf.__version__,
   }
-  with precision.policy_scope(config.train.precision), contextlib.redirect_stdout(sys.stderr):
+  with contextlib.redirect_stdout(sys.stderr):
     if FLAGS.mode == 'input':
-      result.update(bench_input(ctx, FLAGS.stage, train_config, FLAGS.steps, FLAGS.warmup))
+      with precision.policy_scope(config.train.precision):
+        result.update(bench_input(ctx, FLAGS.stage, train_config, FLAGS.steps, FLAGS.warmup))
       return result
-    result.update(bench_step(ctx, FLAGS.stage, train_config, FLAGS.steps, FLAGS.warmup,
-                             FLAGS.examples_per_epoch))
+    result.update(bench_step(ctx, FLAGS.stage, train_config, precisions, FLAGS.steps,
+                             FLAGS.warmup, FLAGS.examples_per_epoch))
   sizes = [int(s) for s in FLAGS.peak_sizes]
   if sizes:
     peak = matmul_peak_gflops(sizes, FLAGS.peak_repeats)
-    result.update(peak_matmul_gflops=peak, peak_matmul_sizes=sizes,
-                  fraction_of_peak=result['achieved_gflops'] / peak)
-    if config.train.precision == 'bf16':
-      # Context for bf16 runs: what this CPU's bf16 matmul reaches (fraction_of_peak stays
-      # relative to float32, the fixed yardstick).
+    result.update(peak_matmul_gflops=peak, peak_matmul_sizes=sizes)
+    # fraction_of_peak is relative to float32 matmuls, the fixed yardstick, in both precisions.
+    for fields in [result[p] for p in precisions] if len(precisions) > 1 else [result]:
+      fields['fraction_of_peak'] = fields['achieved_gflops'] / peak
+    if 'bf16' in precisions:
+      # Context for bf16 runs: what this CPU's bf16 matmul reaches.
       result['peak_matmul_gflops_bf16'] = matmul_peak_gflops(sizes, FLAGS.peak_repeats,
                                                              'bfloat16')
   return result

@@ -13,11 +13,33 @@ of the replica count).
 import keras
 from keras import layers
 
+from cycada_tf import ops
 from cycada_tf.models import registry
 from cycada_tf.models.generators import instance_norm
 from cycada_tf.models.layers import GlobalBatchDropout
 
 _LEAK = 0.2
+
+
+class LeakyReLU(layers.Layer):
+  """`keras.layers.LeakyReLU` with a gradient that lets Grappler fuse conv + bias + activation.
+
+  Same function and gradient as Keras' layer; see `ops.leaky_relu` for why the gradient reads
+  the output (with TF's own, the training step's whole remapper pass failed).
+  """
+
+  def __init__(self, negative_slope=0.3, **kwargs):
+    super().__init__(**kwargs)
+    self.negative_slope = float(negative_slope)
+
+  def call(self, x):
+    return ops.leaky_relu(x, self.negative_slope)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    return {**super().get_config(), 'negative_slope': self.negative_slope}
 
 
 class FeatureDiscriminator(keras.Model):
@@ -57,7 +79,7 @@ def _conv_stack(specs, kernel):
                                use_bias=not normalise))
     if normalise:
       stack.append(instance_norm())
-    stack.append(layers.LeakyReLU(negative_slope=_LEAK))
+    stack.append(LeakyReLU(negative_slope=_LEAK))
   return tuple(stack)  # A tuple so that tf.train.Checkpoint tracks the layers.
 
 
