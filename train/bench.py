@@ -57,8 +57,10 @@ flags.DEFINE_list('peak_sizes', ['2048', '3072', '4096'], 'Square float32 matmul
                   'best GFLOP/s is the peak; empty skips the peak measurement.')
 flags.DEFINE_integer('peak_repeats', 3, 'Timed repetitions of each peak matmul.')
 flags.DEFINE_string('profile_dir', None, 'Step mode: writes a TensorFlow profiler trace of the '
-                    'timed calls here (open it in TensorBoard\'s Profile tab). Profiling slows '
-                    'the step, so do not use these timings for the table.')
+                    'timed calls here (open it in TensorBoard\'s Profile tab; with '
+                    '--precision=both one per precision, in subdirectories) and adds '
+                    '`op_seconds_by_type`, the seconds per op type. Profiling slows the step, so '
+                    'do not use these timings for the table.')
 flags.DEFINE_integer('examples_per_epoch', 0, 'Step mode: examples per epoch for schedules '
                      '(only the pixel learning-rate decay reads it); 0 = 100 batches.')
 flags.DEFINE_enum('feature_gate', 'open', ['open', 'config'], 'Feature stage, step mode: '
@@ -253,21 +255,76 @@ def time_calls(prepared_steps, counts):
   hit both alike and their ratio per pair of calls stays fair. Returns, per step, the list of
   call durations and the last call's metric sums.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   timings = [[] for _ in prepared_steps]
   metrics = [{} for _ in prepared_steps]
   order = list(range(len(prepared_steps)))
-  if FLAGS.profile_dir:
-    tf.profiler.experimental.start(FLAGS.profile_dir)
   for count in counts:
     for i in order:
       start = time.perf_counter()
       metrics[i] = prepared_steps[i].call(count)
       timings[i].append(time.perf_counter() - start)
     order.reverse()
-  if FLAGS.profile_dir:
-    tf.profiler.experimental.stop()
   return timings, metrics
+
+
+def op_seconds_by_type(profile_dir, top=15):
+  """Seconds each TF op type ran in the newest profiler trace under `profile_dir`, longest first.
+
+  Self time on the executor threads (`tf_Compute` lines of the host plane): an event's duration
+  minus that of the events nested in it (a `While` op is not charged for its body's ops). With
+  inter-op parallelism two ops can run at once, so the total can exceed wall time; shares between
+  op types are what to compare. Ops past the first `top` are summed as 'other'.
+  """
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+
+  paths = sorted(glob.glob(os.path.join(profile_dir, 'plugins', 'profile', '*', '*.xplane.pb')))
+  if not paths:
+    return {}
+  space = xplane_pb2.XSpace()
+  with open(paths[-1], 'rb') as f:
+    space.ParseFromString(f.read())
+  picoseconds = collections.Counter()
+  for plane in space.planes:
+    for line in plane.lines:
+      if not line.name.startswith('tf_Compute'):
+        continue
+      enclosing = []  # (end, op type) of the events the current one is nested in
+      for event in sorted(line.events, key=lambda e: e.offset_ps):
+        op_type = plane.event_metadata[event.metadata_id].name.rsplit(':', 1)[-1]
+        while enclosing and enclosing[-1][0] <= event.offset_ps:
+          enclosing.pop()
+        if enclosing:
+          picoseconds[enclosing[-1][1]] -= event.duration_ps
+        picoseconds[op_type] += event.duration_ps
+        enclosing.append((event.offset_ps + event.duration_ps, op_type))
+  ranked = picoseconds.most_common()
+  seconds = {name: round(ps / 1e12, 4) for name, ps in ranked[:top]}
+  if len(ranked) > top:
+    seconds['other'] = round(sum(ps for _, ps in ranked[top:]) / 1e12, 4)
+  return seconds
+
+
+def profiled_calls(prepared_steps, counts, names):
+  """As `time_calls`, under the profiler: one trace per step (precision), its calls in a block.
+
+  Each precision gets its own trace (`--profile_dir`/NAME with several) and its op-type
+  breakdown; profiling slows the step, so these timings are not for the table.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  timings, metrics, breakdowns = [], [], []
+  for prepared, name in zip(prepared_steps, names):
+    logdir = FLAGS.profile_dir if len(names) == 1 else os.path.join(FLAGS.profile_dir, name)
+    tf.profiler.experimental.start(logdir)
+    try:
+      (timing,), (metric,) = time_calls([prepared], counts)
+    finally:
+      tf.profiler.experimental.stop()
+    timings.append(timing)
+    metrics.append(metric)
+    breakdowns.append(op_seconds_by_type(logdir))
+  return timings, metrics, breakdowns
 
 
 def bench_step(ctx, stage_name, train_config, precisions, steps, warmup, examples_per_epoch):
@@ -284,9 +341,15 @@ def bench_step(ctx, stage_name, train_config, precisions, steps, warmup, example
     with precision.policy_scope(name):
       prepared.append(prepare_step(ctx, stage_name, train_config, counts, warmup,
                                    examples_per_epoch))
-  timings, metrics = time_calls(prepared, counts)
+  if FLAGS.profile_dir:
+    timings, metrics, breakdowns = profiled_calls(prepared, counts, precisions)
+  else:
+    timings, metrics = time_calls(prepared, counts)
   results = {name: step_result(p, counts, t, m)
              for name, p, t, m in zip(precisions, prepared, timings, metrics)}
+  if FLAGS.profile_dir:
+    for name, breakdown in zip(precisions, breakdowns):
+      results[name]['op_seconds_by_type'] = breakdown
   if len(precisions) == 1:
     return results[precisions[0]]
   ratios = [fp32 / bf16 for fp32, bf16 in
