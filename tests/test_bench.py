@@ -112,6 +112,17 @@ def test_both_precisions_are_timed_alternately_in_one_process():
   assert result['peak_matmul_gflops_bf16'] > 0
 
 
+def test_profile_gives_op_seconds_per_precision(tmp_path):
+  result = run_bench('--stage=source', '--precision=both', '--config.source.batch_size=8',
+                     f'--profile_dir={tmp_path}', '--peak_sizes=')
+  for name in ('fp32', 'bf16'):
+    assert (tmp_path / name / 'plugins' / 'profile').is_dir()
+    seconds = result[name]['op_seconds_by_type']
+    # LeNet's step is convolutions (oneDNN's or TF's kernels) and their gradients.
+    assert any('Conv2D' in op for op in seconds), seconds
+    assert all(value >= 0 for value in seconds.values())
+
+
 @flagsaver.flagsaver
 def test_both_precisions_need_step_mode():
   flags.FLAGS(['bench', '--stage=source', '--mode=input', '--precision=both'])
