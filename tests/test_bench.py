@@ -112,6 +112,19 @@ def test_both_precisions_are_timed_alternately_in_one_process():
   assert result['peak_matmul_gflops_bf16'] > 0
 
 
+def test_calls_alternate_their_order_so_drift_hits_both_precisions_alike():
+  calls = []
+
+  def fake(name):
+    return bench.PreparedStep(call=lambda n: calls.append((name, n)) or {'loss': float(n)},
+                              flops_per_step=1.0, batch_size=1, steps_per_call=2)
+
+  timings, metrics = bench.time_calls([fake('fp32'), fake('bf16')], [2, 2, 2, 1])
+  assert calls == [('fp32', 2), ('bf16', 2), ('bf16', 2), ('fp32', 2), ('fp32', 2), ('bf16', 2),
+                   ('bf16', 1), ('fp32', 1)]
+  assert [len(t) for t in timings] == [4, 4] and metrics == [{'loss': 1.0}, {'loss': 1.0}]
+
+
 def test_profile_gives_op_seconds_per_precision(tmp_path):
   result = run_bench('--stage=source', '--precision=both', '--config.source.batch_size=8',
                      f'--profile_dir={tmp_path}', '--peak_sizes=')
