@@ -79,51 +79,84 @@ def reflect_pad_2d(images, pad):
   return padded(images)
 
 
-# Largest padded input height and width for which `conv2d_valid` swaps the filter gradient: the
+# Largest padded input height and width for which `conv2d` swaps the filter gradient: the
 # swapped convolution's kernel is the output map, and beyond this size it is slower (measured:
 # 3×3 convs with 64 channels on 34×34 maps ran at 223 GFLOP/s swapped against 298 native).
 SWAPPED_FILTER_GRADIENT_MAX_SIZE = 18
-# Fewest input channels for the swap (the swapped convolution's batch is the channel count). It
-# was measured faster at 128 and 256 channels on 10×10 maps (261 and 292 against 206 and 199
-# GFLOP/s); smaller channel counts are left to TF's kernel, as they were not measured on these maps.
-SWAPPED_FILTER_GRADIENT_MIN_CHANNELS = 128
+# Fewest input channels for the swap (the swapped convolution's batch is the channel count), by
+# stride. Stride 1 was measured faster at 128 and 256 channels on 10×10 maps (261 and 292 against
+# 206 and 199 GFLOP/s); stride 2 (PatchGAN's 4×4 convs, batch 100) at 64 channels on 18×18 padded
+# maps (255 against 146) and 128 on 10×10 (271 against 121), but slower at 3 (67 against 120).
+# Other counts are left to TF's kernel, as they were not measured.
+SWAPPED_FILTER_GRADIENT_MIN_CHANNELS = {1: 128, 2: 64}
 
 
-def conv2d_valid(x, kernel):
-  """Stride-1 'valid' 2-D convolution of NHWC `x`; in bfloat16 on small maps, a faster backward.
+def _explicit_padding(size, kernel, stride, padding):
+  """(before, after) zero padding TF applies to one spatial axis for 'SAME' or 'VALID'."""
+  if padding == 'VALID':
+    return 0, 0
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2
 
-  The forward pass and the input gradient are TensorFlow's own. In bfloat16, for inputs at most
-  `SWAPPED_FILTER_GRADIENT_MAX_SIZE` high and wide with at least
-  `SWAPPED_FILTER_GRADIENT_MIN_CHANNELS` channels, the filter
-  gradient dW[i, j, c, o] = Σ_{n,h,w} x[n, h+i, w+j, c] · dy[n, h, w, o] is computed as a
-  forward convolution with batch and channels swapped: x as [C, H, W, N] images convolved with
-  dy as a [H', W', N, O] kernel gives [C, k, k, O]. oneDNN's bfloat16 forward convolution is
-  fast, and for the residual blocks' shape this ran at 292 against 199 GFLOP/s (batch 100). The
-  values are the same sums in another order, rounded to bfloat16 as the native gradient is.
+
+def conv2d(x, kernel, strides=1, padding='VALID'):
+  """2-D convolution of NHWC `x` ('SAME' or 'VALID'); in bfloat16 on small maps, a faster backward.
+
+  The forward pass and the input gradient are TensorFlow's own. In bfloat16, for (padded) inputs
+  at most `SWAPPED_FILTER_GRADIENT_MAX_SIZE` high and wide with enough input channels
+  (`SWAPPED_FILTER_GRADIENT_MIN_CHANNELS`, by stride), the filter gradient
+  dW[i, j, c, o] = Σ_{n,h,w} xp[n, s·h+i, s·w+j, c] · dy[n, h, w, o] (xp: x zero-padded as the
+  convolution pads it, s: the stride) is computed as a forward convolution with batch and
+  channels swapped: xp as [C, H, W, N] images convolved with dy as a [H', W', N, O] kernel
+  dilated by s gives [C, k, k, O]. oneDNN's bfloat16 filter gradient is slow on these shapes
+  (no faster than float32, or slower), its forward convolution is fast: for the residual blocks'
+  3×3 convolutions this ran at 292 against 199 GFLOP/s, for PatchGAN's stride-2 4×4 ones at
+  255–271 against 121–146 (batch 100). The values are the same sums in another order, rounded
+  to bfloat16 as the native gradient is.
   """
   # A tensor, not a (Keras, possibly autocast) variable: the custom gradient below is for
   # tensors, and the cast's own gradient carries dW back to a float32 variable.
   kernel = tf.cast(kernel, x.dtype)
+  stride_pair = (strides, strides) if isinstance(strides, int) else tuple(strides)
   rows, cols, channels = x.shape[1], x.shape[2], x.shape[3]
-  if (x.dtype == tf.bfloat16 and rows is not None and cols is not None and channels is not None
-      and max(rows, cols) <= SWAPPED_FILTER_GRADIENT_MAX_SIZE
-      and channels >= SWAPPED_FILTER_GRADIENT_MIN_CHANNELS):
-    return _conv2d_valid_swapped_filter_gradient(x, kernel)
-  return tf.nn.conv2d(x, kernel, 1, 'VALID')
+  if (x.dtype == tf.bfloat16 and None not in (rows, cols, channels)
+      and stride_pair[0] == stride_pair[1]
+      and channels >= SWAPPED_FILTER_GRADIENT_MIN_CHANNELS.get(stride_pair[0], float('inf'))):
+    pads = [_explicit_padding(size, k, stride_pair[0], padding)
+            for size, k in zip((rows, cols), kernel.shape[:2])]
+    if max(rows + sum(pads[0]), cols + sum(pads[1])) <= SWAPPED_FILTER_GRADIENT_MAX_SIZE:
+      return _conv2d_swapped_filter_gradient(x, kernel, stride_pair[0], padding, pads)
+  return tf.nn.conv2d(x, kernel, stride_pair, padding)
 
 
-@tf.custom_gradient
-def _conv2d_valid_swapped_filter_gradient(x, kernel):
-  outputs = tf.nn.conv2d(x, kernel, 1, 'VALID')
+def conv2d_valid(x, kernel):
+  """Stride-1 'valid' `conv2d` (the residual blocks' convolutions, after reflection padding)."""
+  return conv2d(x, kernel, 1, 'VALID')
 
-  def grad(dy):
-    dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, 'VALID')
-    images = tf.transpose(x, [3, 1, 2, 0])  # [C, H, W, N]
-    filters = tf.transpose(dy, [1, 2, 0, 3])  # [H', W', N, O]
-    dkernel = tf.transpose(tf.nn.conv2d(images, filters, 1, 'VALID'), [1, 2, 0, 3])
-    return dx, dkernel
 
-  return outputs, grad
+def _conv2d_swapped_filter_gradient(x, kernel, stride, padding, pads):
+  """`tf.nn.conv2d` whose filter gradient is the swapped forward convolution (see `conv2d`)."""
+  kernel_rows, kernel_cols = kernel.shape[0], kernel.shape[1]
+
+  @tf.custom_gradient
+  def convolve(x, kernel):
+    outputs = tf.nn.conv2d(x, kernel, stride, padding)
+
+    def grad(dy):
+      dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), stride, padding)
+      padded = tf.pad(x, [[0, 0], list(pads[0]), list(pads[1]), [0, 0]]) if any(
+          sum(p) for p in pads) else x
+      images = tf.transpose(padded, [3, 1, 2, 0])  # [C, H, W, N]
+      filters = tf.transpose(dy, [1, 2, 0, 3])  # [H', W', N, O]
+      swapped = tf.nn.conv2d(images, filters, 1, 'VALID', dilations=stride)
+      # 'VALID' strided convolutions can leave unread rows at the end: keep the k×k taps.
+      dkernel = tf.transpose(swapped[:, :kernel_rows, :kernel_cols, :], [1, 2, 0, 3])
+      return dx, dkernel
+
+    return outputs, grad
+
+  return convolve(x, kernel)
 
 
 def instance_norm(x, gamma, beta, epsilon):

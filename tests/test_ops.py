@@ -178,3 +178,43 @@ def test_leaky_relu_gradient_reads_the_output_not_the_input():
 def test_leaky_relu_needs_a_positive_slope():
   with pytest.raises(ValueError, match='positive slope'):
     ops.leaky_relu(tf.ones([2]), 0.0)
+
+
+@pytest.mark.parametrize('shape,kernel_size,strides,padding,swapped', [
+    ((4, 16, 16, 64), 4, 2, 'SAME', True),    # PatchGAN's second conv: padded to 18×18
+    ((4, 4, 4, 128), 4, 1, 'SAME', True),     # PatchGAN's stride-1 conv: padded to 7×7
+    ((4, 17, 17, 64), 4, 2, 'VALID', True),   # strided 'valid': the last row is never read
+    ((4, 16, 16, 3), 4, 2, 'SAME', False),    # too few channels (PatchGAN's first conv)
+    ((2, 32, 32, 64), 4, 2, 'SAME', False)])  # map too large
+def test_strided_conv2d_gradients_match_tf_in_bfloat16(shape, kernel_size, strides, padding,
+                                                        swapped):
+  rng = np.random.default_rng(3)
+  x = tf.constant(rng.normal(size=shape), tf.float32)
+  kernel = tf.constant(rng.normal(size=(kernel_size, kernel_size, shape[-1], 8)) / 30,
+                       tf.float32)
+  native = lambda x, k: tf.nn.conv2d(x, k, strides, padding)
+  weights = tf.constant(rng.normal(size=native(x, kernel).shape), tf.float32)
+  ours_fn = lambda x, k: ops.conv2d(x, k, strides, padding)
+
+  def value_and_grads(conv, dtype):
+    with tf.GradientTape() as tape:
+      tape.watch([x, kernel])
+      y = conv(tf.cast(x, dtype), tf.cast(kernel, dtype))
+      loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+    return [tf.cast(y, tf.float32)] + tape.gradient(loss, [x, kernel])
+
+  exact = value_and_grads(native, tf.float32)
+  for got, want in zip(value_and_grads(ours_fn, tf.float32), exact):
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+  tf_bf16 = value_and_grads(native, tf.bfloat16)
+  ours = value_and_grads(ours_fn, tf.bfloat16)
+  for name, got, theirs, want in zip(('value', 'd/dx', 'd/dkernel'), ours, tf_bf16, exact):
+    scale = float(tf.reduce_max(tf.abs(want)))
+    error = float(tf.reduce_max(tf.abs(got - want))) / scale
+    tf_error = float(tf.reduce_max(tf.abs(theirs - want))) / scale
+    assert error <= max(2 * tf_error, 1e-2), (name, error, tf_error)
+  graph = tf.function(lambda: value_and_grads(ours_fn, tf.bfloat16)
+                      ).get_concrete_function().graph.as_graph_def()
+  op_types = {node.op for f in graph.library.function for node in f.node_def} | {
+      node.op for node in graph.node}
+  assert ('Conv2DBackpropFilter' not in op_types) == swapped, sorted(op_types)

@@ -15,6 +15,7 @@ from keras import layers
 
 from cycada_tf import ops
 from cycada_tf.models import registry
+from cycada_tf.models.generators import FastBackwardConv2D
 from cycada_tf.models.generators import instance_norm
 from cycada_tf.models.layers import GlobalBatchDropout
 
@@ -75,8 +76,8 @@ def _conv_stack(specs, kernel):
   """
   stack = []
   for filters, strides, normalise in specs:
-    stack.append(layers.Conv2D(filters, kernel, strides=strides, padding='same',
-                               use_bias=not normalise))
+    stack.append(FastBackwardConv2D(filters, kernel, strides=strides, padding='same',
+                                    use_bias=not normalise))
     if normalise:
       stack.append(instance_norm())
     stack.append(LeakyReLU(negative_slope=_LEAK))

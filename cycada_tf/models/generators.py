@@ -89,6 +89,22 @@ class ReflectionPad2D(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package='cycada_tf')
+class FastBackwardConv2D(layers.Conv2D):
+  """A channels-last, undilated `Conv2D` computed by `ops.conv2d`: in bfloat16, a faster filter
+  gradient on small maps (PatchGAN's convolutions). Same variables and results as
+  `layers.Conv2D`."""
+
+  def __init__(self, filters, kernel_size, **kwargs):
+    super().__init__(filters, kernel_size, **kwargs)
+    if tuple(self.dilation_rate) != (1, 1) or self.data_format != 'channels_last':
+      raise ValueError(f'{type(self).__name__} is an undilated, channels-last convolution; got '
+                       f'dilation_rate={self.dilation_rate}, data_format={self.data_format!r}')
+
+  def convolution_op(self, inputs, kernel):
+    return ops.conv2d(inputs, kernel, tuple(self.strides), self.padding.upper())
+
+
+@keras.saving.register_keras_serializable(package='cycada_tf')
 class ValidConv2D(layers.Conv2D):
   """A stride-1, 'valid' `Conv2D` computed by `ops.conv2d_valid` (a faster bfloat16 backward on
   the residual blocks' small maps). Same variables and results as `layers.Conv2D`."""
