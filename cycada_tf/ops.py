@@ -9,7 +9,7 @@ bfloat16, 2.94 in float32; `python -m train.bench_ops`), and the gradient folds 
 reversals, zero pads and adds, all ordinary vectorised kernels. Values and gradients are
 identical to `MirrorPad`'s.
 
-`conv2d_valid` exists because oneDNN's bfloat16 filter gradient (`Conv2DBackpropFilter`) is
+`conv2d` exists because oneDNN's bfloat16 filter gradient (`Conv2DBackpropFilter`) is
 barely faster than its float32 one for the ResNet-9 residual convolutions (3×3, 256 → 256
 channels on 10×10 padded maps): 199 against 182 GFLOP/s here, while the forward convolution
 gains 1.7× and the input gradient 2.3×. See its docstring.
@@ -128,11 +128,6 @@ def conv2d(x, kernel, strides=1, padding='VALID'):
     if max(rows + sum(pads[0]), cols + sum(pads[1])) <= SWAPPED_FILTER_GRADIENT_MAX_SIZE:
       return _conv2d_swapped_filter_gradient(x, kernel, stride_pair[0], padding, pads)
   return tf.nn.conv2d(x, kernel, stride_pair, padding)
-
-
-def conv2d_valid(x, kernel):
-  """Stride-1 'valid' `conv2d` (the residual blocks' convolutions, after reflection padding)."""
-  return conv2d(x, kernel, 1, 'VALID')
 
 
 def _conv2d_swapped_filter_gradient(x, kernel, stride, padding, pads):

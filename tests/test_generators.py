@@ -156,7 +156,7 @@ def test_resnet_generator_trains_in_bfloat16_with_the_swapped_filter_gradient():
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy('mixed_bfloat16')
   try:
-    # 128 channels at 32 / 4 = 8×8: the residual convs take `ops.conv2d_valid`'s swapped path.
+    # 128 channels at 32 / 4 = 8×8: the residual convs take `ops.conv2d`'s swapped path.
     generator = models.ResnetGenerator(3, filters=32, num_blocks=1)
     images = _images((2, 32, 32, 3))
     with tf.GradientTape() as tape:

@@ -102,15 +102,9 @@ def test_instance_norm_in_bfloat16_keeps_the_dtype_and_normalises_per_image_chan
   np.testing.assert_allclose(variance.numpy(), 1.0, atol=0.02)
 
 
-@pytest.mark.parametrize('shape,swapped', [((4, 10, 10, 128), True),   # a residual block's conv
-                                           ((2, 20, 20, 128), False),  # map too large
-                                           ((4, 10, 10, 16), False)])  # too few channels
-def test_conv2d_valid_gradients_match_tf_in_bfloat16(shape, swapped):
-  rng = np.random.default_rng(2)
-  x = tf.constant(rng.normal(size=shape), tf.float32)
-  kernel = tf.constant(rng.normal(size=(3, 3, shape[-1], 8)) / 30, tf.float32)
-  weights = tf.constant(rng.normal(size=(shape[0], shape[1] - 2, shape[2] - 2, 8)), tf.float32)
-
+def _check_conv_against_tf(ours, native, x, kernel, weights, swapped):
+  """`ours` equals TF's `native` conv in float32 (values and gradients), is as close as TF's own
+  in bfloat16, and swaps the bfloat16 filter gradient exactly when `swapped`."""
   def value_and_grads(conv, dtype):
     with tf.GradientTape() as tape:
       tape.watch([x, kernel])
@@ -118,24 +112,36 @@ def test_conv2d_valid_gradients_match_tf_in_bfloat16(shape, swapped):
       loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
     return [tf.cast(y, tf.float32)] + tape.gradient(loss, [x, kernel])
 
-  native = lambda x, k: tf.nn.conv2d(x, k, 1, 'VALID')
   exact = value_and_grads(native, tf.float32)
   # float32: TensorFlow's op itself.
-  for got, want in zip(value_and_grads(ops.conv2d_valid, tf.float32), exact):
+  for got, want in zip(value_and_grads(ours, tf.float32), exact):
     np.testing.assert_array_equal(got.numpy(), want.numpy())
   # bfloat16: as close to the float32 result as TensorFlow's own bfloat16 gradient is.
   tf_bf16 = value_and_grads(native, tf.bfloat16)
-  ours = value_and_grads(ops.conv2d_valid, tf.bfloat16)
-  for name, got, theirs, want in zip(('value', 'd/dx', 'd/dkernel'), ours, tf_bf16, exact):
+  ours_bf16 = value_and_grads(ours, tf.bfloat16)
+  for name, got, theirs, want in zip(('value', 'd/dx', 'd/dkernel'), ours_bf16, tf_bf16, exact):
     scale = float(tf.reduce_max(tf.abs(want)))
     error = float(tf.reduce_max(tf.abs(got - want))) / scale
     tf_error = float(tf.reduce_max(tf.abs(theirs - want))) / scale
     assert error <= max(2 * tf_error, 1e-2), (name, error, tf_error)
-  graph = tf.function(lambda: value_and_grads(ops.conv2d_valid, tf.bfloat16)
+  graph = tf.function(lambda: value_and_grads(ours, tf.bfloat16)
                       ).get_concrete_function().graph.as_graph_def()
   op_types = {node.op for f in graph.library.function for node in f.node_def} | {
       node.op for node in graph.node}
   assert ('Conv2DBackpropFilter' not in op_types) == swapped, sorted(op_types)
+
+
+@pytest.mark.parametrize('shape,swapped', [((4, 10, 10, 128), True),   # a residual block's conv
+                                           ((2, 20, 20, 128), False),  # map too large
+                                           ((4, 10, 10, 16), False)])  # too few channels
+def test_valid_conv2d_gradients_match_tf_in_bfloat16(shape, swapped):
+  rng = np.random.default_rng(2)
+  x = tf.constant(rng.normal(size=shape), tf.float32)
+  kernel = tf.constant(rng.normal(size=(3, 3, shape[-1], 8)) / 30, tf.float32)
+  weights = tf.constant(rng.normal(size=(shape[0], shape[1] - 2, shape[2] - 2, 8)), tf.float32)
+  native = lambda x, k: tf.nn.conv2d(x, k, 1, 'VALID')
+  _check_conv_against_tf(lambda x, k: ops.conv2d(x, k, 1, 'VALID'), native, x, kernel, weights,
+                         swapped)
 
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.bfloat16])
@@ -194,27 +200,5 @@ def test_strided_conv2d_gradients_match_tf_in_bfloat16(shape, kernel_size, strid
                        tf.float32)
   native = lambda x, k: tf.nn.conv2d(x, k, strides, padding)
   weights = tf.constant(rng.normal(size=native(x, kernel).shape), tf.float32)
-  ours_fn = lambda x, k: ops.conv2d(x, k, strides, padding)
-
-  def value_and_grads(conv, dtype):
-    with tf.GradientTape() as tape:
-      tape.watch([x, kernel])
-      y = conv(tf.cast(x, dtype), tf.cast(kernel, dtype))
-      loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
-    return [tf.cast(y, tf.float32)] + tape.gradient(loss, [x, kernel])
-
-  exact = value_and_grads(native, tf.float32)
-  for got, want in zip(value_and_grads(ours_fn, tf.float32), exact):
-    np.testing.assert_array_equal(got.numpy(), want.numpy())
-  tf_bf16 = value_and_grads(native, tf.bfloat16)
-  ours = value_and_grads(ours_fn, tf.bfloat16)
-  for name, got, theirs, want in zip(('value', 'd/dx', 'd/dkernel'), ours, tf_bf16, exact):
-    scale = float(tf.reduce_max(tf.abs(want)))
-    error = float(tf.reduce_max(tf.abs(got - want))) / scale
-    tf_error = float(tf.reduce_max(tf.abs(theirs - want))) / scale
-    assert error <= max(2 * tf_error, 1e-2), (name, error, tf_error)
-  graph = tf.function(lambda: value_and_grads(ours_fn, tf.bfloat16)
-                      ).get_concrete_function().graph.as_graph_def()
-  op_types = {node.op for f in graph.library.function for node in f.node_def} | {
-      node.op for node in graph.node}
-  assert ('Conv2DBackpropFilter' not in op_types) == swapped, sorted(op_types)
+  _check_conv_against_tf(lambda x, k: ops.conv2d(x, k, strides, padding), native, x, kernel,
+                         weights, swapped)

@@ -105,21 +105,15 @@ class FastBackwardConv2D(layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package='cycada_tf')
-class ValidConv2D(layers.Conv2D):
-  """A stride-1, 'valid' `Conv2D` computed by `ops.conv2d_valid` (a faster bfloat16 backward on
-  the residual blocks' small maps). Same variables and results as `layers.Conv2D`."""
+class ValidConv2D(FastBackwardConv2D):
+  """The residual blocks' `FastBackwardConv2D`: stride 1, 'valid' (they reflection-pad first)."""
 
   def __init__(self, filters, kernel_size, padding='valid', **kwargs):
     super().__init__(filters, kernel_size, padding=padding, **kwargs)
-    if (self.padding != 'valid' or tuple(self.strides) != (1, 1)
-        or tuple(self.dilation_rate) != (1, 1) or self.data_format != 'channels_last'):
+    if self.padding != 'valid' or tuple(self.strides) != (1, 1):
       raise ValueError(
-          f'ValidConv2D is a stride-1, undilated, channels-last "valid" convolution; got '
-          f'padding={self.padding!r}, strides={self.strides}, '
-          f'dilation_rate={self.dilation_rate}, data_format={self.data_format!r}')
-
-  def convolution_op(self, inputs, kernel):
-    return ops.conv2d_valid(inputs, kernel)
+          f'ValidConv2D is a stride-1 "valid" convolution; got padding={self.padding!r}, '
+          f'strides={self.strides}')
 
 
 class ResidualBlock(layers.Layer):
