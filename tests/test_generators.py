@@ -171,3 +171,28 @@ def test_resnet_generator_trains_in_bfloat16_with_the_swapped_filter_gradient():
   assert len(residual) == 2
   assert all(float(tf.reduce_max(tf.abs(g))) > 0 for v, g in zip(
       generator.trainable_variables, grads) if v.shape == (3, 3, 128, 128))
+
+
+@pytest.mark.parametrize('strides,padding,use_bias', [(2, 'same', False), (2, 'valid', True),
+                                                      (1, 'same', True)])
+def test_fast_backward_conv2d_transpose_equals_keras_conv2d_transpose(strides, padding, use_bias):
+  from cycada_tf.models import generators  # pylint: disable=g-import-not-at-top
+  ours = generators.FastBackwardConv2DTranspose(6, 3, strides=strides, padding=padding,
+                                                use_bias=use_bias, activation='relu')
+  theirs = keras.layers.Conv2DTranspose(6, 3, strides=strides, padding=padding,
+                                        use_bias=use_bias, activation='relu')
+  images = _images((2, 5, 7, 4))
+  ours.build(images.shape)
+  theirs.build(images.shape)
+  assert [v.shape for v in ours.weights] == [v.shape for v in theirs.weights]
+  for mine, other in zip(ours.weights, theirs.weights):
+    mine.assign(tf.random.normal(mine.shape, seed=1))
+    other.assign(mine)
+  assert tuple(ours.compute_output_shape(images.shape)) == tuple(ours(images).shape)
+  np.testing.assert_allclose(ours(images).numpy(), theirs(images).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_fast_backward_conv2d_transpose_rejects_output_padding():
+  from cycada_tf.models import generators  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match='output_padding'):
+    generators.FastBackwardConv2DTranspose(4, 3, strides=2, output_padding=1)

@@ -202,3 +202,58 @@ def test_strided_conv2d_gradients_match_tf_in_bfloat16(shape, kernel_size, strid
   weights = tf.constant(rng.normal(size=native(x, kernel).shape), tf.float32)
   _check_conv_against_tf(lambda x, k: ops.conv2d(x, k, strides, padding), native, x, kernel,
                          weights, swapped)
+
+
+@pytest.mark.parametrize('shape,out_channels,strides,padding,swapped', [
+    ((4, 8, 8, 32), 128, 2, 'SAME', True),    # ResNet-9's first decoder stage: 17×17 padded dy
+    ((4, 7, 7, 32), 64, 2, 'VALID', True),    # 'valid': 15×15 output
+    ((4, 8, 8, 32), 128, 1, 'SAME', True),    # stride 1: 10×10 padded dy
+    ((4, 8, 8, 32), 16, 2, 'SAME', False),    # too few output channels
+    ((2, 16, 16, 32), 64, 2, 'SAME', False)])  # output too large (the second decoder stage)
+def test_conv2d_transpose_matches_keras_in_float32_and_bfloat16(shape, out_channels, strides,
+                                                                 padding, swapped):
+  rng = np.random.default_rng(4)
+  x = tf.constant(rng.normal(size=shape), tf.float32)
+  kernel = tf.constant(rng.normal(size=(3, 3, out_channels, shape[-1])) / 30, tf.float32)
+  native = lambda x, k: keras.ops.conv_transpose(x, k, strides, padding.lower())
+  weights = tf.constant(rng.normal(size=native(x, kernel).shape), tf.float32)
+  _check_conv_against_tf(lambda x, k: ops.conv2d_transpose(x, k, strides, padding), native, x,
+                         kernel, weights, swapped)
+
+
+def test_conv2d_transpose_with_an_unknown_batch_and_size():
+  kernel = tf.random.normal([3, 3, 8, 4])
+  compiled = tf.function(lambda x: ops.conv2d_transpose(x, kernel, 2, 'SAME'),
+                         input_signature=[tf.TensorSpec([None, None, None, 4])])
+  x = tf.random.normal([3, 5, 6, 4])
+  np.testing.assert_allclose(compiled(x).numpy(),
+                             keras.ops.conv_transpose(x, kernel, 2, 'same').numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.bfloat16])
+@pytest.mark.parametrize('perm', [[1, 2, 0, 3], [3, 1, 2, 0], [2, 0, 1, 3]])
+def test_transpose_equals_tf_transpose_with_gradients(dtype, perm):
+  x = tf.cast(tf.random.stateless_normal([3, 4, 5, 6], seed=(5, 6)), dtype)
+  weights = tf.random.stateless_normal(tf.transpose(x, perm).shape, seed=(7, 8))
+
+  @tf.function
+  def value_and_grad(fn):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = fn(x, perm)
+      loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+    return y, tape.gradient(loss, x)
+
+  got, want = value_and_grad(ops.transpose), value_and_grad(tf.transpose)
+  for mine, theirs in zip(got, want):
+    assert mine.dtype == theirs.dtype == dtype
+    np.testing.assert_array_equal(tf.cast(mine, tf.float32).numpy(),
+                                  tf.cast(theirs, tf.float32).numpy())
+
+
+def test_transpose_moves_bfloat16_as_uint16_bits():
+  graph = tf.function(lambda x: ops.transpose(x, [1, 0])).get_concrete_function(
+      tf.TensorSpec([2, 3], tf.bfloat16)).graph.as_graph_def()
+  transposes = [node for node in graph.node if node.op == 'Transpose']
+  assert transposes and all(node.attr['T'].type == tf.uint16.as_datatype_enum
+                            for node in transposes)

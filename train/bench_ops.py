@@ -93,6 +93,11 @@ def comparisons(shape, dtype):
                              _keras_instance_norm(channels, policy),
                          'ops.instance_norm':
                              lambda x: ops.instance_norm(x, gamma, beta, 1e-5)}),
+      # The instance norm's [H, W, N, C] view and the swapped filter gradient's [C, H, W, N].
+      ('transpose to HWNC', {'tf.transpose': lambda x: tf.transpose(x, [1, 2, 0, 3]),
+                             'ops.transpose': lambda x: ops.transpose(x, [1, 2, 0, 3])}),
+      ('transpose to CHWN', {'tf.transpose': lambda x: tf.transpose(x, [3, 1, 2, 0]),
+                             'ops.transpose': lambda x: ops.transpose(x, [3, 1, 2, 0])}),
   ]
 
 

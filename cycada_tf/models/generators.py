@@ -105,6 +105,28 @@ class FastBackwardConv2D(layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package='cycada_tf')
+class FastBackwardConv2DTranspose(layers.Conv2DTranspose):
+  """A channels-last, undilated `Conv2DTranspose` without `output_padding`, computed by
+  `ops.conv2d_transpose`: in bfloat16, a faster filter gradient on small maps (the decoder's
+  first stage). Same variables and results as `layers.Conv2DTranspose`."""
+
+  def __init__(self, filters, kernel_size, **kwargs):
+    super().__init__(filters, kernel_size, **kwargs)
+    if (tuple(self.dilation_rate) != (1, 1) or self.data_format != 'channels_last'
+        or self.output_padding is not None):
+      raise ValueError(f'{type(self).__name__} is an undilated, channels-last transposed '
+                       f'convolution without output_padding; got dilation_rate='
+                       f'{self.dilation_rate}, data_format={self.data_format!r}, '
+                       f'output_padding={self.output_padding}')
+
+  def call(self, inputs):
+    outputs = ops.conv2d_transpose(inputs, self.kernel, tuple(self.strides), self.padding.upper())
+    if self.use_bias:
+      outputs = outputs + keras.ops.cast(self.bias, outputs.dtype)
+    return outputs if self.activation is None else self.activation(outputs)
+
+
+@keras.saving.register_keras_serializable(package='cycada_tf')
 class ValidConv2D(FastBackwardConv2D):
   """The residual blocks' `FastBackwardConv2D`: stride 1, 'valid' (they reflection-pad first)."""
 
@@ -141,7 +163,7 @@ def _conv_norm_relu(filters, kernel, strides, transpose=False):
 
   The conv has no bias: the instance norm would cancel it (see the module docstring).
   """
-  conv_class = layers.Conv2DTranspose if transpose else layers.Conv2D
+  conv_class = FastBackwardConv2DTranspose if transpose else FastBackwardConv2D
   return keras.Sequential([
       conv_class(filters, kernel, strides=strides, padding='same', use_bias=False),
       instance_norm(),
