@@ -196,3 +196,27 @@ def test_fast_backward_conv2d_transpose_rejects_output_padding():
   from cycada_tf.models import generators  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match='output_padding'):
     generators.FastBackwardConv2DTranspose(4, 3, strides=2, output_padding=1)
+
+
+def test_resnet_generator_bf16_filter_gradients_swapped_where_measured_faster():
+  """Only the 32×32-map convs (stem, first down, last up, output) keep TF's filter gradient."""
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy('mixed_bfloat16')
+  try:
+    # filters=32 at 32×32: 64 channels at 16×16 and 128 at 8×8, the swap's thresholds.
+    generator = models.ResnetGenerator(3, filters=32, num_blocks=1)
+    images = _images((2, 32, 32, 3))
+    generator(images)
+
+    @tf.function
+    def grads(images):
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(generator(images, training=True))
+      return tape.gradient(loss, generator.trainable_variables)
+
+    graph = grads.get_concrete_function(images).graph.as_graph_def()
+  finally:
+    keras.config.set_dtype_policy(previous)
+  nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
+  filter_grads = [node for node in nodes if node.op == 'Conv2DBackpropFilter']
+  assert len(filter_grads) == 4, [node.name for node in filter_grads]

@@ -91,8 +91,8 @@ class ReflectionPad2D(layers.Layer):
 @keras.saving.register_keras_serializable(package='cycada_tf')
 class FastBackwardConv2D(layers.Conv2D):
   """A channels-last, undilated `Conv2D` computed by `ops.conv2d`: in bfloat16, a faster filter
-  gradient on small maps (PatchGAN's convolutions). Same variables and results as
-  `layers.Conv2D`."""
+  gradient on small maps (PatchGAN's convolutions, the generators' residual and second
+  downsampling convolutions). Same variables and results as `layers.Conv2D`."""
 
   def __init__(self, filters, kernel_size, **kwargs):
     super().__init__(filters, kernel_size, **kwargs)
