@@ -12,7 +12,8 @@ identical to `MirrorPad`'s.
 `conv2d` exists because oneDNN's bfloat16 filter gradient (`Conv2DBackpropFilter`) is
 barely faster than its float32 one for the ResNet-9 residual convolutions (3×3, 256 → 256
 channels on 10×10 padded maps): 199 against 182 GFLOP/s here, while the forward convolution
-gains 1.7× and the input gradient 2.3×. See its docstring.
+gains 1.7× and the input gradient 2.3×. See its docstring. `conv2d_transpose` applies the same
+swap to transposed convolutions, and `transpose` moves bfloat16 tensors faster than TF's kernel.
 """
 
 import tensorflow as tf
@@ -105,9 +106,9 @@ def transpose(x, perm):
 
   Why: TF on CPU transposes bfloat16 with oneDNN's reorder, which is slow for the permutations
   here; the same bits as uint16 take TF's generic transpose kernel. Measured on this machine
-  (`python -m train.bench_ops`): [100, 10, 10, 256] reversed to [256, 10, 10, 100] (the swapped
-  filter gradient's input) 3.65 against 2.33 ms, [100, 32, 32, 64] to [32, 32, 100, 64] (an
-  instance norm's view) 2.50 against 1.17 ms. Values are the same bits; the gradient is the
+  (`python -m train.bench_ops --shape=...`, forward): [100, 10, 10, 256] reversed to
+  [256, 10, 10, 100] (the swapped filter gradient's input) 3.61 against 2.46 ms,
+  [100, 32, 32, 64] to [32, 32, 100, 64] (an instance norm's view) 2.48 against 1.83 ms. Values are the same bits; the gradient is the
   inverse permutation, moved the same way.
   """
   perm = [int(p) for p in perm]
@@ -198,7 +199,7 @@ def conv2d_transpose(x, kernel, strides=1, padding='VALID'):
   "input", [N, H_out, W_out, out]) whose output gradient is x. So it takes the same swap as
   `conv2d`, under the same conditions on dy's size and channels. The generator's first decoder
   stage (256 → 128 channels, 8×8 → 16×16) ran its bfloat16 filter gradient at 265 against 186
-  GFLOP/s. The forward pass and the input gradient are TensorFlow's own.
+  GFLOP/s, timed alone (batch 100). The forward pass and the input gradient are TensorFlow's own.
   """
   kernel = tf.cast(kernel, x.dtype)
   stride_pair = _pair(strides)
