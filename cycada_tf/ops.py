@@ -108,8 +108,8 @@ def transpose(x, perm):
   here; the same bits as uint16 take TF's generic transpose kernel. Measured on this machine
   (`python -m train.bench_ops --shape=...`, forward): [100, 10, 10, 256] reversed to
   [256, 10, 10, 100] (the swapped filter gradient's input) 3.61 against 2.46 ms,
-  [100, 32, 32, 64] to [32, 32, 100, 64] (an instance norm's view) 2.48 against 1.83 ms. Values are the same bits; the gradient is the
-  inverse permutation, moved the same way.
+  [100, 32, 32, 64] to [32, 32, 100, 64] (an instance norm's view) 2.48 against 1.83 ms.
+  Values are the same bits; the gradient is the inverse permutation, moved the same way.
   """
   perm = [int(p) for p in perm]
   if x.dtype != tf.bfloat16:
@@ -213,8 +213,9 @@ def conv2d_transpose(x, kernel, strides=1, padding='VALID'):
   out_rows, out_cols = output_size(1), output_size(2)
   output_shape = tf.stack([dynamic_shape[0], out_rows, out_cols, kernel.shape[2]])
   # The output's static shape decides the swap, as x's does in `conv2d`.
-  static_output = [None] + [size if isinstance(size, int) else None for size in (out_rows, out_cols)]
-  pads = _swap_pads(static_output + [kernel.shape[2]], x.dtype, kernel.shape, stride_pair, padding)
+  static_sizes = [size if isinstance(size, int) else None for size in (out_rows, out_cols)]
+  static_output = [None, *static_sizes, kernel.shape[2]]
+  pads = _swap_pads(static_output, x.dtype, kernel.shape, stride_pair, padding)
   if pads is None:
     return tf.nn.conv2d_transpose(x, kernel, output_shape, stride_pair, padding)
   stride = stride_pair[0]

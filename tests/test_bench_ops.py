@@ -10,7 +10,7 @@ from train import bench_ops
 def test_every_op_is_timed_for_both_implementations(dtype):
   results = bench_ops.run((2, 5, 5, 8), dtype, repeats=1)
   assert [r['op'] for r in results] == ['reflection pad 1', 'dropout 0.5', 'instance norm',
-                                            'transpose to HWNC', 'transpose to CHWN']
+                                        'transpose to HWNC', 'transpose to CHWN']
   for result in results:
     assert result['dtype'] == dtype.name and len(result['implementations']) == 2
     for timing in result['implementations'].values():

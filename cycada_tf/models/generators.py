@@ -88,6 +88,11 @@ class ReflectionPad2D(layers.Layer):
     return {**super().get_config(), 'padding': self.padding}
 
 
+def _undilated_channels_last(conv):
+  """Whether a Keras conv layer uses only what `ops.conv2d` / `ops.conv2d_transpose` implement."""
+  return tuple(conv.dilation_rate) == (1, 1) and conv.data_format == 'channels_last'
+
+
 @keras.saving.register_keras_serializable(package='cycada_tf')
 class FastBackwardConv2D(layers.Conv2D):
   """A channels-last, undilated `Conv2D` computed by `ops.conv2d`: in bfloat16, a faster filter
@@ -96,7 +101,7 @@ class FastBackwardConv2D(layers.Conv2D):
 
   def __init__(self, filters, kernel_size, **kwargs):
     super().__init__(filters, kernel_size, **kwargs)
-    if tuple(self.dilation_rate) != (1, 1) or self.data_format != 'channels_last':
+    if not _undilated_channels_last(self):
       raise ValueError(f'{type(self).__name__} is an undilated, channels-last convolution; got '
                        f'dilation_rate={self.dilation_rate}, data_format={self.data_format!r}')
 
@@ -112,8 +117,7 @@ class FastBackwardConv2DTranspose(layers.Conv2DTranspose):
 
   def __init__(self, filters, kernel_size, **kwargs):
     super().__init__(filters, kernel_size, **kwargs)
-    if (tuple(self.dilation_rate) != (1, 1) or self.data_format != 'channels_last'
-        or self.output_padding is not None):
+    if not _undilated_channels_last(self) or self.output_padding is not None:
       raise ValueError(f'{type(self).__name__} is an undilated, channels-last transposed '
                        f'convolution without output_padding; got dilation_rate='
                        f'{self.dilation_rate}, data_format={self.data_format!r}, '
