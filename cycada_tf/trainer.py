@@ -73,6 +73,9 @@ class TrainConfig:
   steps_per_call: int = 10
   jit_compile: bool = False
   max_checkpoints_to_keep: int = 2
+  # Epochs read through one distributed iterator (see EPOCHS_PER_ITERATOR); tests set it low so
+  # that a short run crosses iterator groups.
+  epochs_per_iterator: int = 10
 
   @classmethod
   def from_config(cls, config):
@@ -185,6 +188,15 @@ def make_run_steps(stage, strategy, train_config):
   return run_steps
 
 
+def replicas_per_pipeline(input_context):
+  """How many per-replica batches one input pipeline yields for each global step.
+
+  `distribute_datasets_from_function` runs one pipeline per worker and deals its consecutive
+  batches to the worker's replicas, so with N local replicas a global step reads N batches.
+  """
+  return max(1, input_context.num_replicas_in_sync // input_context.num_input_pipelines)
+
+
 # Epochs read through one distributed iterator. Creating and destroying an iterator costs tens of
 # milliseconds, which dominated stages with short epochs (a UCI epoch is 11 steps).
 EPOCHS_PER_ITERATOR = 10
@@ -201,9 +213,13 @@ def epoch_iterator(stage, strategy, epoch, offset=0, num_epochs=1):
   """
 
   def epochs_dataset_fn(input_context):
+    # A global step takes one per-replica batch for each replica this pipeline feeds, so epochs
+    # are cut and skipped in per-replica batches: `steps_per_epoch` global steps read
+    # `steps_per_epoch * replicas_per_pipeline` of them.
+    per_step = replicas_per_pipeline(input_context)
     epochs = [stage.dataset_fn(input_context, e) for e in range(epoch, epoch + num_epochs)]
-    epochs = [d.take(stage.steps_per_epoch) for d in epochs[:-1]] + epochs[-1:]
-    dataset = epochs[0].skip(offset)
+    epochs = [d.take(stage.steps_per_epoch * per_step) for d in epochs[:-1]] + epochs[-1:]
+    dataset = epochs[0].skip(offset * per_step)
     for later in epochs[1:]:
       dataset = dataset.concatenate(later)
     return dataset
@@ -223,8 +239,12 @@ def fit(stage, stage_dir, strategy, train_config):
   # An early stop is recorded in the checkpoint, so a run killed after its stop decision (but
   # before its stage wrote metrics.json) does not train on when it is started again.
   stopped_var = tf.Variable('', dtype=tf.string, trainable=False, name='stop_reason')
+  # The current epoch's metric sums, saved with every checkpoint: a run resumed mid-epoch hands
+  # `on_epoch_end` the whole epoch's means, not only the part after the resume.
+  epoch_sums_var = tf.Variable('', dtype=tf.string, trainable=False, name='epoch_sums')
   checkpoint = checkpoint_for(stage.models, stage.optimizers,
-                              dict(stage.extra_state, trainer_stop_reason=stopped_var), step_var)
+                              dict(stage.extra_state, trainer_stop_reason=stopped_var,
+                                   trainer_epoch_sums=epoch_sums_var), step_var)
   # Every worker saves (saving is collective), each into its own directory, but every worker
   # restores from the chief's: a worker restarted on a fresh machine (empty temp dir) must
   # resume at the same step as the others, or their collective ops would never match up.
@@ -258,13 +278,15 @@ def fit(stage, stage_dir, strategy, train_config):
   start_time = time.perf_counter()
   first_call = None  # (time it returned, step after it)
   epochs_completed = step // stage.steps_per_epoch
-  epoch_sums, epoch_steps = {}, 0  # since the epoch began (only stages with on_epoch_end)
+  # Since the epoch began (only stages with on_epoch_end); restored from the checkpoint.
+  epoch_sums, epoch_steps = _decode_epoch_sums(epoch_sums_var.numpy(), step,
+                                               stage.steps_per_epoch)
   iterator, iterator_end = None, -1  # the iterator serves epochs up to iterator_end - 1
 
   while step < total_steps:
     epoch, offset = divmod(step, stage.steps_per_epoch)
     if epoch >= iterator_end:  # also true for the first (possibly resumed) epoch
-      iterator_end = min(epoch + EPOCHS_PER_ITERATOR, stage.epochs)
+      iterator_end = min(epoch + max(1, train_config.epochs_per_iterator), stage.epochs)
       iterator = epoch_iterator(stage, strategy, epoch, offset, iterator_end - epoch)
     # A call stops where Python has work to do: a log or checkpoint step, the iterator's last
     # epoch and, only for stages with per-epoch bookkeeping, the epoch's end. Elsewhere calls
@@ -309,27 +331,32 @@ def fit(stage, stage_dir, strategy, train_config):
           if stage.on_log is not None:
             stage.on_log(step)
       window_sums, window_steps = {}, 0
-    if step % train_config.checkpoint_every_steps == 0:
-      manager.save(checkpoint_number=step)
-      last_saved = step
-
+    # The epoch's decision comes before the checkpoint, so a saved epoch boundary always has its
+    # `on_epoch_end` (stop rule) applied: a resume never skips or repeats one.
+    stopping = False
     if stage.on_epoch_end is not None and (step % stage.steps_per_epoch == 0
                                            or step == total_steps):
       epoch_means = {k: v / epoch_steps for k, v in epoch_sums.items()}
-      epoch_sums, epoch_steps = {}, 0
+      if step % stage.steps_per_epoch == 0:  # a run cut short mid-epoch keeps its sums
+        epoch_sums, epoch_steps = {}, 0
       with writer.as_default(step=step):
         reason = stage.on_epoch_end(epoch, epoch_means)
       if reason:
         stopped_var.assign(reason)
-        manager.save(checkpoint_number=step)
-        last_saved = step
         stop_reason = reason
+        stopping = True
         print(f'[{stage.name}] stopping early: {reason}', flush=True)
-        break
+    if stopping or step % train_config.checkpoint_every_steps == 0:
+      epoch_sums_var.assign(_encode_epoch_sums(epoch_sums, epoch_steps))
+      manager.save(checkpoint_number=step)
+      last_saved = step
+    if stopping:
+      break
 
   if window_steps:
     final_means = {k: v / window_steps for k, v in window_sums.items()}
   if last_saved != step:
+    epoch_sums_var.assign(_encode_epoch_sums(epoch_sums, epoch_steps))
     manager.save(checkpoint_number=step)
   writer.flush()
   end_time = time.perf_counter()
@@ -340,6 +367,24 @@ def fit(stage, stage_dir, strategy, train_config):
                    final_metrics=final_means, seconds=end_time - start_time,
                    examples_per_second=steady_rate,
                    first_call_seconds=first_call[0] - start_time if first_call else None)
+
+
+def _encode_epoch_sums(sums, steps):
+  return json.dumps({'steps': steps, 'sums': sums}, sort_keys=True)
+
+
+def _decode_epoch_sums(encoded, step, steps_per_epoch):
+  """The (sums, steps) a checkpoint saved for the epoch in progress at `step`.
+
+  Saved only with the checkpoint of that same step, so its steps must be `step`'s offset into
+  its epoch; anything else (no checkpoint, an epoch boundary) starts the epoch empty.
+  """
+  if not encoded:
+    return {}, 0
+  saved = json.loads(encoded.decode() if isinstance(encoded, bytes) else encoded)
+  if saved['steps'] != step % steps_per_epoch or saved['steps'] == 0:
+    return {}, 0
+  return {k: float(v) for k, v in saved['sums'].items()}, int(saved['steps'])
 
 
 def restore_models(stage_dir, models, what):

@@ -121,6 +121,24 @@ def test_on_epoch_end_can_stop_early(tmp_path):
   assert again.stop_reason == 'enough' and again.steps == 8 and len(seen) == 1
 
 
+def test_resume_mid_epoch_gives_on_epoch_end_the_whole_epoch(tmp_path):
+  """The stop rule's per-epoch sums are checkpointed: a resume keeps the steps before it."""
+  strategy = tf.distribute.get_strategy()
+  straight, resumed = [], []
+  stage, _ = toy_stage(strategy, on_epoch_end=lambda e, means: straight.append(means))
+  trainer.fit(stage, str(tmp_path / 'straight'), strategy, CONFIG)
+  # Stopped at step 12 (mid-epoch 2, on a checkpoint), then started again.
+  stage, _ = toy_stage(strategy, max_steps=12,
+                       on_epoch_end=lambda e, means: resumed.append(means) if e == 0 else None)
+  trainer.fit(stage, str(tmp_path / 'resumed'), strategy, CONFIG)
+  stage, _ = toy_stage(strategy, on_epoch_end=lambda e, means: resumed.append(means))
+  trainer.fit(stage, str(tmp_path / 'resumed'), strategy, CONFIG)
+  assert len(resumed) == len(straight) == 3
+  for got, want in zip(resumed, straight):
+    assert got['examples'] == pytest.approx(1.0)
+    assert got['loss'] == pytest.approx(want['loss'], rel=1e-5)
+
+
 def _record_calls(monkeypatch):
   """Makes `fit` record the number of steps of every compiled call it makes."""
   calls = []
