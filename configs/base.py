@@ -33,6 +33,9 @@ def get_config():
       generator_filters=64,
       discriminator_filters=64,
       image_discriminator='patchgan',  # patchgan (release) | conv6 (paper)
+      discriminator_padding='pad1',    # PatchGAN: pad1 (release's padw=1) | same
+      gan_init='normal',               # pixel-stage weights: normal N(0, 0.02) (release) | glorot
+      instance_norm_affine=False,      # release: InstanceNorm2d(affine=False)
       feature_discriminator_input='logits',  # logits (release) | features
   ))
   config.train = ml_collections.ConfigDict(dict(
@@ -42,6 +45,7 @@ def get_config():
       jit_compile=False,         # XLA-compile each step (see docs/performance.md)
       precision='fp32',          # fp32 | bf16 (Keras mixed_bfloat16; cycada_tf/precision.py)
       max_checkpoints_to_keep=2,
+      epochs_per_iterator=10,    # epochs read through one tf.data iterator (trainer.py)
   ))
 
   config.source = ml_collections.ConfigDict(_optimizer_section(
@@ -60,10 +64,13 @@ def get_config():
       semantic_weight=1.0,
       semantic_labels='predicted',  # predicted (paper Eq. 4) | true (release, S→T term)
       image_every_steps=500,
+      # longer: an epoch is the larger domain (CycleGAN's unaligned dataset; the release's
+      # SVHN→MNIST loader) | shorter: the smaller
+      epoch_length='longer',
   ))
   config.task = ml_collections.ConfigDict(dict(
       _optimizer_section(epochs=20, batch_size=128, learning_rate=1e-3),
-      init_from='source',  # source | scratch
+      init_from='scratch',  # scratch (release's train_task_net) | source (f_S's weights)
   ))
   config.feature = ml_collections.ConfigDict(dict(
       _optimizer_section(epochs=10, batch_size=128, learning_rate=1e-5),
@@ -72,6 +79,11 @@ def get_config():
       source_encoder='init',    # init: frozen copy of the starting model (release) | source: f_S
       gate_threshold=0.6,
       gate_window=1,            # steps averaged for the gate (segmentation: 100)
+      # shorter: zip(source_loader, target_loader) ends with the smaller domain (release) | longer
+      epoch_length='shorter',
+      # train: the source encoder and f_T both in training mode, dropout on (release's
+      # net.train()) | inference: both without dropout. Never one of each (D_feat would see it).
+      encoder_mode='train',
   ))
   config.eval = ml_collections.ConfigDict(dict(batch_size=500))
   return config

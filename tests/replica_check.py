@@ -87,7 +87,6 @@ def build(stage_name, strategy, data_dir, model_dir):
     with strategy.scope():
       f_t = common.new_classifier(ctx)
       source_encoder = common.new_classifier(ctx)
-      source_encoder.trainable = False
       discriminator = common.build_network(models.build_feature_discriminator(dropout=0.5),
                                            (config.model.num_classes,))
     stage, _ = feature.build_stage(ctx, f_t, source_encoder, discriminator, ctx.pair.source,

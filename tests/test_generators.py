@@ -49,18 +49,21 @@ def test_resnet9_has_nine_blocks_and_release_widths():
 
 def test_parameter_counts_by_hand_only_the_last_conv_has_a_bias():
   # Width f = 4, 1 → 1 channels (digit) and 3 → 3 (resnet9, 2 blocks). Every conv but the last
-  # feeds an instance norm (scale + offset per channel, 2·C) and has no bias; a transposed conv's
-  # kernel is 3·3·out·in, the same count as a conv's.
+  # feeds an instance norm and has no bias; a transposed conv's kernel is 3·3·out·in, the same
+  # count as a conv's. The release's norms have no parameters; affine ones add 2·C each.
   in_norms = 2 * (4 + 8 + 16) + 2 * 2 * (2 * 16) + 2 * (8 + 4)     # encoder, 2 blocks, decoder
   shared = (3 * 3 * 4 * 8 + 3 * 3 * 8 * 16                           # encoder convs 2 and 3
             + 2 * 2 * 3 * 3 * 16 * 16                                # 2 blocks × 2 convs
-            + 3 * 3 * 16 * 8 + 3 * 3 * 8 * 4 + in_norms)             # decoder deconvs
+            + 3 * 3 * 16 * 8 + 3 * 3 * 8 * 4)                        # decoder deconvs
   digit = _small('digit', 1)
   digit(_images((1, 28, 28, 1)))
-  assert digit.count_params() == 3 * 3 * 1 * 4 + shared + (3 * 3 * 4 * 1 + 1) == 12_377
+  assert digit.count_params() == 3 * 3 * 1 * 4 + shared + (3 * 3 * 4 * 1 + 1) == 12_169
   resnet = _small('resnet9', 3)
   resnet(_images((1, 32, 32, 3)))
-  assert resnet.count_params() == 7 * 7 * 3 * 4 + shared + (7 * 7 * 4 * 3 + 3) == 13_483
+  assert resnet.count_params() == 7 * 7 * 3 * 4 + shared + (7 * 7 * 4 * 3 + 3) == 13_275
+  affine = models.build_generator('digit', 1, filters=4, affine_norm=True)
+  affine(_images((1, 28, 28, 1)))
+  assert affine.count_params() == digit.count_params() + in_norms
   for generator in (digit, resnet):
     assert [w.path for w in generator.weights if w.path.endswith('bias')] == [
         f'{generator.name}/to_image/bias']
@@ -144,7 +147,7 @@ def test_instance_norm_layer_loads_group_norm_checkpoints(tmp_path):
   old.build((None, 6, 6, 5))
   old.set_weights([np.linspace(0.5, 1.5, 5), np.linspace(-1, 1, 5)])
   path = tf.train.Checkpoint(norm=old).save(str(tmp_path / 'ckpt'))
-  new = models.instance_norm()
+  new = models.instance_norm(affine=True)
   new.build((None, 6, 6, 5))
   tf.train.Checkpoint(norm=new).restore(path).assert_existing_objects_matched()
   images = 3.0 * _images((2, 6, 6, 5)) + 1.0

@@ -136,7 +136,6 @@ def build_stage(ctx, stage_name, num_train):
   with strategy.scope():
     f_t = common.new_classifier(ctx)
     source_encoder = common.new_classifier(ctx)
-    source_encoder.trainable = False
     width = (ctx.config.model.num_classes
              if ctx.config.model.feature_discriminator_input == 'logits'
              else int(f_t(tf.zeros((1,) + ctx.image_shape))[1].shape[-1]))

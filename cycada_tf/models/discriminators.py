@@ -14,9 +14,11 @@ import keras
 from keras import layers
 
 from cycada_tf import ops
+from cycada_tf.errors import UserError
 from cycada_tf.models import registry
 from cycada_tf.models.generators import FastBackwardConv2D
 from cycada_tf.models.generators import instance_norm
+from cycada_tf.models.generators import kernel_initializer
 from cycada_tf.models.layers import GlobalBatchDropout
 
 _LEAK = 0.2
@@ -69,17 +71,32 @@ class FeatureDiscriminator(keras.Model):
     return keras.ops.cast(self.scores(x), 'float32')  # float32 losses (precision.py)
 
 
-def _conv_stack(specs, kernel):
+PADDINGS = ('pad1', 'same')
+
+
+def _conv(filters, kernel, strides, padding, init, use_bias=True, name=None):
+  """One conv, zero-padded as `padding` says: `pad1` is the release's `padw=1` on every side
+  (CycleGAN's NLayerDiscriminator), `same` is TF's (asymmetric at stride 2)."""
+  if padding not in PADDINGS:
+    raise UserError(f'--config.model.discriminator_padding={padding!r}; valid: '
+                    f'{", ".join(PADDINGS)}.')
+  conv = FastBackwardConv2D(filters, kernel, strides=strides,
+                            padding='valid' if padding == 'pad1' else 'same',
+                            use_bias=use_bias, kernel_initializer=kernel_initializer(init),
+                            name=name)
+  return (layers.ZeroPadding2D(1), conv) if padding == 'pad1' else (conv,)
+
+
+def _conv_stack(specs, kernel, padding, init, affine_norm):
   """Conv → [instance norm] → LeakyReLU 0.2 stages from (filters, strides, normalise) specs.
 
   A conv followed by instance norm has no bias (the norm cancels it).
   """
   stack = []
   for filters, strides, normalise in specs:
-    stack.append(FastBackwardConv2D(filters, kernel, strides=strides, padding='same',
-                                    use_bias=not normalise))
+    stack.extend(_conv(filters, kernel, strides, padding, init, use_bias=not normalise))
     if normalise:
-      stack.append(instance_norm())
+      stack.append(instance_norm(affine_norm))
     stack.append(LeakyReLU(negative_slope=_LEAK))
   return tuple(stack)  # A tuple so that tf.train.Checkpoint tracks the layers.
 
@@ -87,13 +104,14 @@ def _conv_stack(specs, kernel):
 class _ScoreMapDiscriminator(keras.Model):
   """A conv stack followed by a 1-channel conv: one real/fake score per spatial position."""
 
-  def __init__(self, specs, kernel, **kwargs):
+  def __init__(self, specs, kernel, padding, init='normal', affine_norm=False, **kwargs):
     super().__init__(**kwargs)
-    self.stack = _conv_stack(specs, kernel)
-    self.score = layers.Conv2D(1, kernel, strides=1, padding='same', name='score')
+    self.stack = _conv_stack(specs, kernel, padding, init, affine_norm)
+    *self.score_padding, self.score = _conv(1, kernel, 1, padding, init, name='score')
+    self.score_padding = tuple(self.score_padding)
 
   def call(self, x, training=False):
-    for layer in self.stack:
+    for layer in self.stack + self.score_padding:
       x = layer(x)
     return keras.ops.cast(self.score(x), 'float32')  # float32 losses (precision.py)
 
@@ -101,14 +119,15 @@ class _ScoreMapDiscriminator(keras.Model):
 class PatchGAN(_ScoreMapDiscriminator):
   """The release's image discriminator (CycleGAN's `NLayerDiscriminator`, 3 layers).
 
-  k4 convs C64 s2 → C128 s2 → C256 s2 → C512 s1 → C1 s1 with 'same' padding, instance norm on all
-  but the first and last, LeakyReLU 0.2. 28×28 → 4×4 and 32×32 → 4×4 score maps.
+  k4 convs C64 s2 → C128 s2 → C256 s2 → C512 s1 → C1 s1, instance norm on all but the first
+  and last, LeakyReLU 0.2. With the release's 1-pixel padding (`pad1`) score maps are 1×1 at
+  28×28 and 2×2 at 32×32; with `same`, 4×4 at both.
   """
 
-  def __init__(self, filters=64, **kwargs):
+  def __init__(self, filters=64, padding='pad1', **kwargs):
     specs = ((filters, 2, False), (2 * filters, 2, True), (4 * filters, 2, True),
              (8 * filters, 1, True))
-    super().__init__(specs, kernel=4, **kwargs)
+    super().__init__(specs, kernel=4, padding=padding, **kwargs)
 
 
 class ConvDiscriminator(_ScoreMapDiscriminator):
@@ -120,24 +139,28 @@ class ConvDiscriminator(_ScoreMapDiscriminator):
   for 32×32, so each score judges a stroke-sized patch rather than the whole digit.
   """
 
-  def __init__(self, filters=64, **kwargs):
+  def __init__(self, filters=64, padding='same', **kwargs):
     specs = ((filters, 1, False), (filters, 2, True), (2 * filters, 1, True),
              (2 * filters, 2, True), (4 * filters, 1, True))
-    super().__init__(specs, kernel=3, **kwargs)
+    super().__init__(specs, kernel=3, padding=padding, **kwargs)
 
 
 IMAGE_DISCRIMINATORS = {'patchgan': PatchGAN, 'conv6': ConvDiscriminator}
 
 
-def build_image_discriminator(name, filters=64):
+def build_image_discriminator(name, filters=64, padding='pad1', init='normal', affine_norm=False):
   """The image discriminator called `name` in configs ('patchgan' | 'conv6').
+
+  `padding` applies to PatchGAN (the paper's 6-conv net keeps 'same'); `init` and `affine_norm`
+  default to the release's CycleGAN (N(0, 0.02), instance norm without scale and offset).
 
   Raises:
     errors.UserError: for an unknown name, listing the valid ones.
   """
   network = registry.lookup(IMAGE_DISCRIMINATORS, name, 'image discriminator',
                             'config.model.image_discriminator')
-  return network(filters=filters)
+  kwargs = {'padding': padding} if network is PatchGAN else {}
+  return network(filters=filters, init=init, affine_norm=affine_norm, **kwargs)
 
 
 def build_feature_discriminator(hidden=500, num_outputs=2, dropout=0.0):

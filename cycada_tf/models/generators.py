@@ -19,6 +19,7 @@ replica count (see `cycada_tf.models.layers`). Groups of layers are tuples, not 
 
 import keras
 from keras import layers
+import tensorflow as tf
 
 from cycada_tf import errors
 from cycada_tf import ops
@@ -28,40 +29,58 @@ from cycada_tf.models.layers import GlobalBatchDropout
 # PyTorch InstanceNorm2d's epsilon; Keras' default (1e-3) would smooth low-contrast digit maps.
 _NORM_EPSILON = 1e-5
 
+INITIALIZERS = ('normal', 'glorot')
 
-def instance_norm(name=None):
-  """Instance normalisation (per image, per channel), with a learned scale and offset.
 
-  It removes each channel's mean, so the convolution in front of it should have `use_bias=False`.
+def kernel_initializer(name):
+  """The pixel-stage networks' weight initialiser: `normal` is CycleGAN's and the release's
+  N(0, 0.02) (`init_weights(net, 'normal', gain=0.02)`); `glorot` is Keras' default."""
+  if name not in INITIALIZERS:
+    raise errors.UserError(f'--config.model.gan_init={name!r}; valid: {", ".join(INITIALIZERS)}.')
+  return keras.initializers.RandomNormal(0.0, 0.02) if name == 'normal' else 'glorot_uniform'
+
+
+def instance_norm(affine=False, name=None):
+  """Instance normalisation (per image, per channel); with `affine`, a learned scale and offset.
+
+  The release (CycleGAN's `InstanceNorm2d(affine=False)`) has no scale or offset. It removes each
+  channel's mean, so the convolution in front of it should have `use_bias=False`.
   """
-  return InstanceNormalization(epsilon=_NORM_EPSILON, name=name)
+  return InstanceNormalization(epsilon=_NORM_EPSILON, affine=affine, name=name)
 
 
 @keras.saving.register_keras_serializable(package='cycada_tf')
 class InstanceNormalization(layers.Layer):
-  """Per-image, per-channel normalisation with a learned scale `gamma` and offset `beta`.
+  """Per-image, per-channel normalisation; with `affine`, a learned scale `gamma` and offset `beta`.
 
-  The function of `keras.layers.GroupNormalization(groups=-1)`, with the same variable names (so
-  checkpoints of either load into the other), computed by `ops.instance_norm`'s fused kernels.
+  The function of `keras.layers.GroupNormalization(groups=-1, center=affine, scale=affine)`,
+  with the same variable names (so checkpoints of either load into the other), computed by
+  `ops.instance_norm`'s fused kernels.
   """
 
-  def __init__(self, epsilon=1e-3, **kwargs):
+  def __init__(self, epsilon=1e-3, affine=True, **kwargs):
     super().__init__(**kwargs)
     self.epsilon = float(epsilon)
+    self.affine = bool(affine)
 
   def build(self, input_shape):
     channels = input_shape[-1]
-    self.gamma = self.add_weight(shape=(channels,), initializer='ones', name='gamma')
-    self.beta = self.add_weight(shape=(channels,), initializer='zeros', name='beta')
+    self.channels = channels
+    if self.affine:
+      self.gamma = self.add_weight(shape=(channels,), initializer='ones', name='gamma')
+      self.beta = self.add_weight(shape=(channels,), initializer='zeros', name='beta')
 
   def call(self, x):
-    return ops.instance_norm(x, self.gamma, self.beta, self.epsilon)
+    if self.affine:
+      return ops.instance_norm(x, self.gamma, self.beta, self.epsilon)
+    return ops.instance_norm(x, tf.ones([self.channels]), tf.zeros([self.channels]),
+                             self.epsilon)
 
   def compute_output_shape(self, input_shape):
     return input_shape
 
   def get_config(self):
-    return {**super().get_config(), 'epsilon': self.epsilon}
+    return {**super().get_config(), 'epsilon': self.epsilon, 'affine': self.affine}
 
 
 class ReflectionPad2D(layers.Layer):
@@ -145,15 +164,16 @@ class ValidConv2D(FastBackwardConv2D):
 class ResidualBlock(layers.Layer):
   """x + [pad → conv3 → IN → ReLU → (dropout) → pad → conv3 → IN](x), CycleGAN's `ResnetBlock`."""
 
-  def __init__(self, filters, dropout=0.0, **kwargs):
+  def __init__(self, filters, dropout=0.0, init='normal', affine_norm=False, **kwargs):
     super().__init__(**kwargs)
+    initializer = kernel_initializer(init)
     self.pad1 = ReflectionPad2D(1)
-    self.conv1 = ValidConv2D(filters, 3, use_bias=False)
-    self.norm1 = instance_norm()
+    self.conv1 = ValidConv2D(filters, 3, use_bias=False, kernel_initializer=initializer)
+    self.norm1 = instance_norm(affine_norm)
     self.dropout = GlobalBatchDropout(dropout) if dropout > 0 else None
     self.pad2 = ReflectionPad2D(1)
-    self.conv2 = ValidConv2D(filters, 3, use_bias=False)
-    self.norm2 = instance_norm()
+    self.conv2 = ValidConv2D(filters, 3, use_bias=False, kernel_initializer=initializer)
+    self.norm2 = instance_norm(affine_norm)
 
   def call(self, x, training=False):
     y = keras.ops.relu(self.norm1(self.conv1(self.pad1(x))))
@@ -162,15 +182,16 @@ class ResidualBlock(layers.Layer):
     return x + self.norm2(self.conv2(self.pad2(y)))
 
 
-def _conv_norm_relu(filters, kernel, strides, transpose=False):
+def _conv_norm_relu(filters, kernel, strides, init, affine_norm, transpose=False):
   """A conv (or transposed conv) → instance norm → ReLU stage of an encoder or decoder.
 
   The conv has no bias: the instance norm would cancel it (see the module docstring).
   """
   conv_class = FastBackwardConv2DTranspose if transpose else FastBackwardConv2D
   return keras.Sequential([
-      conv_class(filters, kernel, strides=strides, padding='same', use_bias=False),
-      instance_norm(),
+      conv_class(filters, kernel, strides=strides, padding='same', use_bias=False,
+                 kernel_initializer=kernel_initializer(init)),
+      instance_norm(affine_norm),
       layers.ReLU(),
   ])
 
@@ -200,17 +221,18 @@ class DigitGenerator(keras.Model):
   small for digit-sized images; the residual blocks are CycleGAN's (reflect padding).
   """
 
-  def __init__(self, out_channels, filters=64, dropout=0.0, **kwargs):
+  def __init__(self, out_channels, filters=64, dropout=0.0, init='normal', affine_norm=False,
+               **kwargs):
     super().__init__(**kwargs)
     self.out_channels = out_channels
-    self.encoder = (_conv_norm_relu(filters, 3, 1),
-                    _conv_norm_relu(2 * filters, 3, 2),
-                    _conv_norm_relu(4 * filters, 3, 2))
-    self.blocks = tuple(ResidualBlock(4 * filters, dropout, name=f'block{i + 1}')
-                        for i in range(2))
-    self.decoder = (_conv_norm_relu(2 * filters, 3, 2, transpose=True),
-                    _conv_norm_relu(filters, 3, 2, transpose=True))
-    self.to_image = layers.Conv2D(out_channels, 3, padding='same', name='to_image')
+    stage = lambda f, k, s, **kw: _conv_norm_relu(f, k, s, init, affine_norm, **kw)
+    self.encoder = (stage(filters, 3, 1), stage(2 * filters, 3, 2), stage(4 * filters, 3, 2))
+    self.blocks = tuple(ResidualBlock(4 * filters, dropout, init, affine_norm,
+                                      name=f'block{i + 1}') for i in range(2))
+    self.decoder = (stage(2 * filters, 3, 2, transpose=True),
+                    stage(filters, 3, 2, transpose=True))
+    self.to_image = layers.Conv2D(out_channels, 3, padding='same', name='to_image',
+                                  kernel_initializer=kernel_initializer(init))
 
   def call(self, x, training=False):
     _check_divisible_by_4(x, 'DigitGenerator')
@@ -227,23 +249,27 @@ class ResnetGenerator(keras.Model):
   the last.
   """
 
-  def __init__(self, out_channels, filters=64, num_blocks=9, dropout=0.0, **kwargs):
+  def __init__(self, out_channels, filters=64, num_blocks=9, dropout=0.0, init='normal',
+               affine_norm=False, **kwargs):
     super().__init__(**kwargs)
     self.out_channels = out_channels
+    stage = lambda f, k, s, **kw: _conv_norm_relu(f, k, s, init, affine_norm, **kw)
     self.pad_in = ReflectionPad2D(3)
     self.encoder = (
-        keras.Sequential([layers.Conv2D(filters, 7, padding='valid', use_bias=False),
-                          instance_norm(),
+        keras.Sequential([layers.Conv2D(filters, 7, padding='valid', use_bias=False,
+                                        kernel_initializer=kernel_initializer(init)),
+                          instance_norm(affine_norm),
                           layers.ReLU()]),
-        _conv_norm_relu(2 * filters, 3, 2),
-        _conv_norm_relu(4 * filters, 3, 2),
+        stage(2 * filters, 3, 2),
+        stage(4 * filters, 3, 2),
     )
-    self.blocks = tuple(ResidualBlock(4 * filters, dropout, name=f'block{i + 1}')
-                        for i in range(num_blocks))
-    self.decoder = (_conv_norm_relu(2 * filters, 3, 2, transpose=True),
-                    _conv_norm_relu(filters, 3, 2, transpose=True))
+    self.blocks = tuple(ResidualBlock(4 * filters, dropout, init, affine_norm,
+                                      name=f'block{i + 1}') for i in range(num_blocks))
+    self.decoder = (stage(2 * filters, 3, 2, transpose=True),
+                    stage(filters, 3, 2, transpose=True))
     self.pad_out = ReflectionPad2D(3)
-    self.to_image = layers.Conv2D(out_channels, 7, padding='valid', name='to_image')
+    self.to_image = layers.Conv2D(out_channels, 7, padding='valid', name='to_image',
+                                  kernel_initializer=kernel_initializer(init))
 
   def call(self, x, training=False):
     _check_divisible_by_4(x, 'ResnetGenerator')
@@ -254,11 +280,17 @@ class ResnetGenerator(keras.Model):
 GENERATORS = {'digit': DigitGenerator, 'resnet9': ResnetGenerator}
 
 
-def build_generator(name, out_channels, dropout=0.0, filters=64):
+def build_generator(name, out_channels, dropout=0.0, filters=64, init='normal',
+                    affine_norm=False):
   """The generator called `name` in configs ('digit' | 'resnet9'), producing `out_channels`.
+
+  `init` and `affine_norm` default to the release's CycleGAN: N(0, 0.02) weights and instance
+  norm without scale and offset.
 
   Raises:
     errors.UserError: for an unknown name, listing the valid ones.
   """
   network = registry.lookup(GENERATORS, name, 'generator', 'config.model.generator')
-  return network(out_channels, filters=filters, dropout=dropout)
+  kernel_initializer(init)  # validates the name before any layer is built
+  return network(out_channels, filters=filters, dropout=dropout, init=init,
+                 affine_norm=affine_norm)

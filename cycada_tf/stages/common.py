@@ -83,10 +83,21 @@ def epoch_seed(seed, epoch, stream=0):
   return int(seed) * 1_000_003 + int(epoch) * 7_919 + int(stream) * 104_729
 
 
-def paired_train_size(ctx, source_spec):
-  """Examples per epoch of a two-domain stage: the larger train split (the smaller repeats)."""
-  return max(domains.domain_info(spec, ctx.data_dir).num_examples['train']
-             for spec in (source_spec, ctx.pair.target))
+EPOCH_LENGTHS = ('shorter', 'longer')
+
+
+def paired_train_size(ctx, source_spec, epoch_length):
+  """Examples per epoch of a two-domain stage, by `epoch_length`.
+
+  `shorter`: the smaller train split, as `zip(source_loader, target_loader)` in the release's
+  feature stage (each epoch sees a fresh random part of the larger domain). `longer`: the larger
+  split, CycleGAN's unaligned-dataset epoch (the release's pixel stage); the smaller repeats.
+  """
+  if epoch_length not in EPOCH_LENGTHS:
+    raise UserError(f'epoch_length={epoch_length!r}; valid: {", ".join(EPOCH_LENGTHS)}.')
+  sizes = [domains.domain_info(spec, ctx.data_dir).num_examples['train']
+           for spec in (source_spec, ctx.pair.target)]
+  return min(sizes) if epoch_length == 'shorter' else max(sizes)
 
 
 def paired_dataset_fn(ctx, source_spec, batch_size):

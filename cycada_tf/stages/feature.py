@@ -25,6 +25,7 @@ from cycada_tf.stages import task as task_stage
 
 FROM_STAGES = ('task', 'source')
 SOURCE_ENCODERS = ('init', 'source')
+ENCODER_MODES = ('train', 'inference')
 DISCRIMINATOR_INPUTS = ('logits', 'features')
 
 
@@ -35,7 +36,9 @@ def stage_name_for(config):
 
 def _validate(section, discriminator_input):
   for key, value, valid in (('from_stage', section.from_stage, FROM_STAGES),
-                            ('source_encoder', section.source_encoder, SOURCE_ENCODERS)):
+                            ('source_encoder', section.source_encoder, SOURCE_ENCODERS),
+                            ('encoder_mode', section.encoder_mode, ENCODER_MODES),
+                            ('epoch_length', section.epoch_length, common.EPOCH_LENGTHS)):
     if value not in valid:
       raise UserError(f'--config.feature.{key}={value!r}; valid: {", ".join(valid)}.')
   if discriminator_input not in DISCRIMINATOR_INPUTS:
@@ -79,7 +82,7 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
                 num_train=None):
   """The feature `trainer.Stage` and its `GateState`.
 
-  `num_train` (examples per epoch, the larger domain's) defaults to the domains' sizes;
+  `num_train` (examples per epoch, by `feature.epoch_length`) defaults to the domains' sizes;
   `train.bench` passes it to build the real step without the data.
   """
   section = ctx.config.feature
@@ -92,14 +95,19 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
     f_optimizer = common.build_optimizer(common.adam(section), f_t)
     gate = GateState(section.gate_window)
 
-  def represent(network, images, training):
+  # Both sides in one mode, or D_feat could tell them apart by dropout noise alone (and the
+  # gate would open for that reason): `train`, the release's `net.train()`, runs dropout (and
+  # batch statistics) in the source encoder and f_T alike; `inference` in neither.
+  training = section.encoder_mode == 'train'
+
+  def represent(network, images):
     logits, features = network(images, training=training)
     return logits if use_logits else features
 
   def discriminator_step(batch):
     (xs, _), (xt, _) = batch
-    source_repr = tf.stop_gradient(represent(source_encoder, xs, training=False))
-    target_repr = tf.stop_gradient(represent(f_t, xt, training=True))
+    source_repr = tf.stop_gradient(represent(source_encoder, xs))
+    target_repr = tf.stop_gradient(represent(f_t, xt))
     with tf.GradientTape() as tape:
       d_source = discriminator(source_repr, training=True)
       d_target = discriminator(target_repr, training=True)
@@ -113,7 +121,7 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
   def target_step(batch):
     _, (xt, _) = batch
     with tf.GradientTape() as tape:
-      d_target = discriminator(represent(f_t, xt, training=True), training=True)
+      d_target = discriminator(represent(f_t, xt), training=True)
       loss = losses.average(losses.feature_generator_loss(d_target), batch_size)
     variables = f_t.trainable_variables
     f_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -141,7 +149,7 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
     return outputs
 
   if num_train is None:
-    num_train = common.paired_train_size(ctx, source_spec)
+    num_train = common.paired_train_size(ctx, source_spec, section.epoch_length)
   steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
 
   dataset_fn = common.paired_dataset_fn(ctx, source_spec, batch_size)
@@ -155,7 +163,9 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
 
   return trainer.Stage(
       name=stage_name,
-      models={'classifier': f_t, 'discriminator': discriminator},
+      # The source encoder is saved too: in `train` mode its batch-norm statistics move.
+      models={'classifier': f_t, 'discriminator': discriminator,
+              'source_encoder': source_encoder},
       optimizers={'classifier': f_optimizer, 'discriminator': d_optimizer},
       replica_step=None, cross_replica_step=cross_replica_step,
       dataset_fn=dataset_fn, steps_per_epoch=steps_per_epoch, epochs=int(section.epochs),
@@ -174,8 +184,9 @@ def run(ctx):
                  else ctx.pair.source)
   with ctx.strategy.scope():
     f_t = common.load_classifier(ctx, from_stage, needed_by=stage_name)
+    # Never optimised (its outputs are behind stop_gradient), but left trainable: Keras runs a
+    # frozen batch norm in inference mode whatever `training` says, unlike f_T's.
     source_encoder = common.load_classifier(ctx, encoder_stage, needed_by=stage_name)
-    source_encoder.trainable = False
     width = (ctx.config.model.num_classes
              if ctx.config.model.feature_discriminator_input == 'logits'
              else int(f_t(tf.zeros((1,) + ctx.image_shape))[1].shape[-1]))

@@ -51,12 +51,16 @@ def new_generator(config, channels):
   """A generator as the config describes it (architecture, width, dropout)."""
   model = config.model
   return models.build_generator(model.generator, channels, dropout=model.generator_dropout,
-                                filters=model.generator_filters)
+                                filters=model.generator_filters, init=model.gan_init,
+                                affine_norm=model.instance_norm_affine)
 
 
 def new_image_discriminator(config):
-  return models.build_image_discriminator(config.model.image_discriminator,
-                                          filters=config.model.discriminator_filters)
+  model = config.model
+  return models.build_image_discriminator(
+      model.image_discriminator, filters=model.discriminator_filters,
+      padding=model.discriminator_padding, init=model.gan_init,
+      affine_norm=model.instance_norm_affine)
 
 
 class Translators:
@@ -199,7 +203,7 @@ def translated_accuracies(ctx, nets, classifier):
 def build_stage(ctx, classifier, num_train=None, with_samples=True):
   """The pixel `trainer.Stage`; `classifier` is the frozen f_S.
 
-  `num_train` (examples per epoch, the larger domain's) defaults to the domains' sizes and
+  `num_train` (examples per epoch, by `pixel.epoch_length`) defaults to the domains' sizes and
   `with_samples=False` skips the test images for summaries: `train.bench` sets both to build the
   real step offline. Returns (stage, nets, samples or None).
   """
@@ -209,7 +213,7 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
                     f'{", ".join(SEMANTIC_LABELS)}.')
   batch_size = int(section.batch_size)
   if num_train is None:
-    num_train = common.paired_train_size(ctx, ctx.pair.source)
+    num_train = common.paired_train_size(ctx, ctx.pair.source, section.epoch_length)
   steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
   total_steps = steps_per_epoch * int(section.epochs)
   schedule = LinearDecay(section.learning_rate, total_steps,
@@ -227,10 +231,17 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
 
   samples = _SampleImages(ctx, nets) if ctx.is_chief and with_samples else None
   every = max(int(section.image_every_steps), 1)
+  max_steps = int(ctx.config.max_steps)
+  last_step = min(total_steps, max_steps) if max_steps > 0 else total_steps
+  written = []  # steps with a grid, in this process
 
   def on_log(step):
-    if step % every < ctx.config.train.log_every_steps:
+    # Called at every log step and at the last. Only every `image_every_steps` would leave a
+    # short run (a smoke test, a first try of a pair) with no image, so the first log step (a
+    # resumed run's first) and the final step always get one too.
+    if not written or step % every < ctx.config.train.log_every_steps or step >= last_step:
       summaries.write_image('translations', samples.grid(), step)
+      written.append(step)
 
   stage = trainer.Stage(
       name='pixel', models=nets.as_dict(), optimizers=optimizers,
@@ -238,7 +249,7 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
       dataset_fn=dataset_fn, steps_per_epoch=steps_per_epoch, epochs=int(section.epochs),
       global_batch_size=batch_size, extra_state={'pool_d_t': pools['d_t'],
                                                  'pool_d_s': pools['d_s']},
-      on_log=on_log if samples else None, max_steps=int(ctx.config.max_steps))
+      on_log=on_log if samples else None, max_steps=max_steps)
   return stage, nets, samples
 
 
