@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,3 +35,73 @@ def test_inspect_user_error_exits_2(tmp_path):
   result = _inspect('--dataset=uci_mnist', '--source=mnist', f'--data_dir={tmp_path}')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith('error: both --dataset')
+
+
+def _folder(root, size, mode, classes=('cat', 'dog'), per_split=None):
+  """An ImageFolder tree root/<split>/<class>/<i>.png of `size`×`size` images in PIL `mode`."""
+  rng = np.random.default_rng(0)
+  channels = len(Image.new(mode, (1, 1)).getbands())
+  for split, count in (per_split or {'train': 4, 'test': 2}).items():
+    for name in classes:
+      (root / split / name).mkdir(parents=True)
+      for i in range(count):
+        pixels = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(
+            root / split / name / f'{i}.png')
+  return f'folder:{root}'
+
+
+def _custom_pair(tmp_path):
+  """--source/--target flags: a 12×12 RGB source folder and a 20×20 grey target folder."""
+  return (f'--source={_folder(tmp_path / "a", 12, "RGB")}',
+          f'--target={_folder(tmp_path / "b", 20, "L")}')
+
+
+def test_inspect_custom_pair_takes_config_data_flags(tmp_path):
+  result = _inspect(*_custom_pair(tmp_path), '--config.data.image_size=16',
+                    '--config.data.channels=1', f'--data_dir={tmp_path}',
+                    f'--out={tmp_path / "grid.png"}', '--samples=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary['source'] == {'train': 8, 'test': 4, 'classes': 2, 'shape': [16, 16, 1]}
+  assert summary['target']['shape'] == [16, 16, 1]
+  assert 'inferred' not in result.stdout
+
+
+def test_inspect_infers_a_folder_pairs_shape(tmp_path):
+  pair = _custom_pair(tmp_path)
+  result = _inspect(*pair, f'--data_dir={tmp_path}',
+                    f'--out={tmp_path / "grid.png"}', '--samples=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary['source']['shape'] == summary['target']['shape'] == [12, 12, 3]
+  inferred = [l for l in result.stdout.splitlines() if 'inferred' in l]
+  assert len(inferred) == 1 and '(12, 12, 3)' in inferred[0], result.stdout
+  # An explicit flag wins over the images for its own dimension only.
+  result = _inspect(*pair, '--config.data.channels=1',
+                    f'--data_dir={tmp_path}', f'--out={tmp_path / "grid.png"}', '--samples=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1])['source']['shape'] == [12, 12, 1]
+
+
+def _main_pair_line(*args):
+  """train.main's stdout for `--stage=task` in an empty model_dir, which stops at once."""
+  result = subprocess.run([sys.executable, '-m', 'train.main', '--stage=task', *args], cwd=_REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "needs the finished 'pixel' stage" in result.stderr
+  return result.stdout
+
+
+def test_main_infers_a_folder_pairs_shape_and_flags_win(tmp_path):
+  pair = _custom_pair(tmp_path)
+  out = _main_pair_line(*pair, f'--model_dir={tmp_path / "run"}')
+  assert 'image shape (12, 12, 3), model_dir' in out
+  inferred = [l for l in out.splitlines() if 'inferred' in l]
+  assert len(inferred) == 1 and '(12, 12, 3)' in inferred[0], out
+  out = _main_pair_line(*pair, f'--model_dir={tmp_path / "run"}', '--config.data.image_size=16')
+  assert 'image shape (16, 16, 3), model_dir' in out
+  # A pair without a folder keeps the config's default shape.
+  out = _main_pair_line('--source=uci_digits', '--target=mnist_sample',
+                        f'--model_dir={tmp_path / "run2"}')
+  assert 'image shape (28, 28, 1), model_dir' in out and 'inferred' not in out

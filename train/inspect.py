@@ -1,7 +1,15 @@
 """Look at a pair's data before training: sizes, classes, and what the model will actually see.
 
   python -m train.inspect --dataset=uci_mnist
-  python -m train.inspect --source=folder:/data/a --target=mnist --image_size=28 --channels=1
+  python -m train.inspect --source=folder:/data/a --target=folder:/data/b
+  python -m train.inspect --source=folder:/data/a --target=mnist \
+      --config.data.image_size=28 --config.data.channels=1
+
+A custom pair gets the shape train.main gives it (`pairs.custom_image_shape`): each of
+`--config.data.image_size`/`--config.data.channels` that is passed, the rest from the first
+folder domain's images (printed), or configs/base.py's default for catalog domains. On a
+registered pair the two flags preview another size. `--image_size`/`--channels` are deprecated
+spellings of the same flags.
 
 Writes a PNG grid of preprocessed samples (one row per domain) and prints, as its last line, one
 JSON object with each domain's split sizes, class count and post-preprocessing shape, so scripts
@@ -11,12 +19,14 @@ can check a dataset without parsing prose.
 import dataclasses
 import json
 import re
+import sys
 
 from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
 
+from configs import base
 from cycada_tf.data import domains
 from cycada_tf.data import pairs
 from cycada_tf.data import pipeline
@@ -34,21 +44,31 @@ def _define_flags():
   flags.DEFINE_string('dataset', None, f'Registered pair: {", ".join(pairs.PAIRS)}.')
   flags.DEFINE_string('source', None, 'Custom source domain spec (with --target).')
   flags.DEFINE_string('target', None, 'Custom target domain spec (with --source).')
-  flags.DEFINE_integer('image_size', None, 'Image height and width (required for custom pairs).')
-  flags.DEFINE_integer('channels', None, 'Image channels, 1 or 3 (required for custom pairs).')
+  # Spelled as in train.main, so one command line works for both.
+  flags.DEFINE_integer('config.data.image_size', None, 'Image height and width (default: a '
+                       'custom pair\'s folder images, else configs/base.py; a registered pair\'s).')
+  flags.DEFINE_integer('config.data.channels', None, 'Image channels, 1 or 3 (default as for '
+                       '--config.data.image_size).')
+  flags.DEFINE_integer('image_size', None, 'Deprecated: use --config.data.image_size.')
+  flags.DEFINE_integer('channels', None, 'Deprecated: use --config.data.channels.')
   flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: the TFDS default).')
   flags.DEFINE_string('out', None, 'PNG to write (default: inspect_<pair name>.png).')
   flags.DEFINE_integer('samples', 8, 'Samples shown per domain.')
 
 
 def pair_from_flags(dataset, source, target, image_size, channels):
-  """The pair the flags name; --image_size/--channels override a registered pair's shape."""
+  """The pair the flags name; `image_size`/`channels` (None: not given) override its shape."""
   if dataset:
     pair = pairs.resolve_pair(dataset, source, target)
     height, width, depth = pair.image_shape
     shape = pairs.check_image_shape((image_size or height, image_size or width, channels or depth))
     return dataclasses.replace(pair, image_shape=shape)
-  shape = (image_size, image_size, channels) if image_size and channels else None
+  data = base.get_config().data  # what train.main's config gives a custom pair
+  default = (data.image_size, data.image_size, data.channels)
+  pairs.resolve_pair(None, source, target, image_shape=default)  # checks the specs first
+  shape, note = pairs.custom_image_shape(source, target, image_size, channels, default=default)
+  if note:
+    print(note, flush=True)
   return pairs.resolve_pair(None, source, target, image_shape=shape)
 
 
@@ -108,10 +128,20 @@ def run(dataset, source, target, image_size, channels, data_dir, out, samples):
   return summary
 
 
+def _shape_flag(name):
+  """--config.data.NAME, or its deprecated spelling --NAME (with a note saying so)."""
+  value = FLAGS[f'config.data.{name}'].value
+  if value is None and FLAGS[name].value is not None:
+    print(f'note: --{name} is deprecated; pass --config.data.{name} (as train.main takes it).',
+          file=sys.stderr, flush=True)
+    value = FLAGS[name].value
+  return value
+
+
 def main(argv):
   summary = cli.run_command(
-      argv, lambda: run(FLAGS.dataset, FLAGS.source, FLAGS.target, FLAGS.image_size,
-                        FLAGS.channels, FLAGS.data_dir, FLAGS.out, FLAGS.samples),
+      argv, lambda: run(FLAGS.dataset, FLAGS.source, FLAGS.target, _shape_flag('image_size'),
+                        _shape_flag('channels'), FLAGS.data_dir, FLAGS.out, FLAGS.samples),
       example_flag='--dataset=uci_mnist')
   print(json.dumps(summary))
 

@@ -3,6 +3,8 @@ r"""The command line: `python -m train.main --stage=STAGE --dataset=PAIR [--conf
 With no flags it runs the whole pipeline (`--stage=all`) on the offline default pair `uci_mnist`
 into `runs/uci_mnist`. Config values come from the pair's file in `configs/` (or `--config`) and
 are overridden with `--config.<section>.<name>=value`, e.g. `--config.source.epochs=5`.
+A custom pair (`--source/--target`) is resized to `--config.data.image_size/channels` if given,
+else to its first `folder:` domain's image shape (printed), else to the config's default.
 Errors in the user's input print one line and exit with code 2.
 """
 
@@ -63,6 +65,23 @@ def apply_overrides(config, overrides):
   return config
 
 
+def custom_image_shape(config):
+  """A custom pair's shape: --config.data.* if passed, else a folder domain's, else config's."""
+  from cycada_tf.data import pairs  # pylint: disable=g-import-not-at-top
+
+  def given(name):  # only a flag on the command line beats the folder's images
+    flag = f'config.data.{name}'  # config_flags defines it only when it is passed
+    return config.data[name] if flag in FLAGS and FLAGS[flag].present else None
+
+  data = config.data
+  shape, note = pairs.custom_image_shape(
+      FLAGS.source, FLAGS.target, image_size=given('image_size'), channels=given('channels'),
+      default=(data.image_size, data.image_size, data.channels))
+  if note:
+    print(f'[main] {note}', flush=True)
+  return shape
+
+
 def build_context():
   """Parses and validates every flag into a stage Context (no TensorFlow work yet)."""
   # Imported here so `--help` and flag errors stay fast.
@@ -80,12 +99,13 @@ def build_context():
   dataset = FLAGS.dataset
   if dataset is None and FLAGS.source is None and FLAGS.target is None:
     dataset = DEFAULT_DATASET
-  # Custom pairs take their image shape from the config; resolve once to find the config file.
+  # Custom pairs take their image shape from the flags, a folder's images or the config (see
+  # `custom_image_shape`); resolve once to find the config file.
   pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=(28, 28, 1))
   config = load_config(pair)
   if pair.name.startswith('custom:'):
-    pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=(
-        config.data.image_size, config.data.image_size, config.data.channels))
+    pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target,
+                              image_shape=custom_image_shape(config))
   # Checked now so a typo fails in a second, not after data preparation; the policy itself is
   # set per stage by `workflow` (export always builds float32 models).
   precision.policy_name(config.train.get('precision', 'fp32'))

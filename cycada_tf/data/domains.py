@@ -9,6 +9,7 @@ downloader retries for minutes before failing, so the download host is probed fi
 every failure becomes a one-line `UserError` that says how to get the data onto the machine.
 """
 
+import collections
 import dataclasses
 import os
 import socket
@@ -256,6 +257,37 @@ def _folder_info(spec):
     counts[split] = len(_list_images(split_dir)) if os.path.isdir(split_dir) else 0
   return DomainInfo(spec=spec, num_examples=counts, num_classes=len(class_names),
                     class_names=class_names)
+
+
+def folder_image_shape(spec, split='train', sample_size=200):
+  """(H, W, C) of the most common image in a folder domain's split, C 1 (grey) or 3 (colour).
+
+  A custom pair of folders has no config that knows its images, so this is its default shape.
+  Only headers are read, of at most `sample_size` images spread evenly over the split (one
+  size per dataset is the rule; the vote only keeps a stray odd image from deciding).
+  """
+  root = _folder_root(spec)
+  split_dir = os.path.join(root, split)
+  files = _list_images(split_dir) if os.path.isdir(split_dir) else []
+  if not files:
+    raise UserError(f'domain folder {root} has no PNG/JPEG images in {split_dir}/<class>/, so '
+                    'its image shape is unknown. Fix: add images there, or pass '
+                    '--config.data.image_size=N --config.data.channels=1 or 3.')
+  stride = -(-len(files) // sample_size)  # ceil: at most sample_size images
+  shapes = collections.Counter(_image_shape(path) for path, _ in files[::stride])
+  return shapes.most_common(1)[0][0]
+
+
+def _image_shape(path):
+  """(H, W, C) from the file's header; palette and RGBA images count as colour, LA as grey."""
+  try:
+    with Image.open(path) as image:
+      width, height = image.size
+      grey = Image.getmodebase(image.mode) == 'L'
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'image {path} is corrupt or unreadable ({_short_cause(e)}). '
+                    'Fix: replace or delete the file.') from e
+  return height, width, 1 if grey else 3
 
 
 def _verify_image(path):

@@ -72,6 +72,30 @@ def resolve_pair(dataset, source=None, target=None, image_shape=None):
               description=f'custom pair {source} -> {target} at {shape}')
 
 
+def custom_image_shape(source, target, image_size=None, channels=None,
+                       default=_LENET_SHAPE):
+  """A custom pair's (H, W, C) and a one-line note saying where it came from, or None.
+
+  `image_size` and `channels` are what the user passed (None when not given); each wins for its
+  own dimension. The rest comes from the images of the first folder domain (source before
+  target): nobody should have to look up a folder's image size just to train on it. A pair of
+  catalog domains keeps `default`, the config's shape. `train.main` and `train.inspect` both
+  call this, so the two always agree on what the model sees.
+  """
+  folder = next((spec for spec in (source, target)
+                 if spec.startswith(domains.FOLDER_PREFIX)), None)
+  inferred = folder is not None and not (image_size and channels)
+  height, width, depth = domains.folder_image_shape(folder) if inferred else default
+  if image_size:
+    height = width = image_size
+  if channels:
+    depth = channels
+  shape = check_image_shape((height, width, depth))
+  note = (f'image shape {shape} inferred from the train images of {folder} (override with '
+          '--config.data.image_size=N --config.data.channels=1 or 3)') if inferred else None
+  return shape, note
+
+
 def check_image_shape(image_shape):
   """A (H, W, C) tuple of positive ints with C in {1, 3}, or UserError."""
   if image_shape is None:

@@ -7,7 +7,9 @@ image per epoch, both stages see identical inputs, and users can inspect the res
 directory is then an ordinary domain, `translated:DIR`, for every pipeline function.
 
 Layout: `DIR/<split>.tfrecord` and `DIR/info.json`; info.json is written last, atomically, so a
-directory without it is an interrupted translation and is redone.
+directory without it is an interrupted translation and is redone. info.json also records what
+produced the images (`produced_by`, e.g. the generator's checkpoint), so a translation by a
+generator that has since been retrained is redone rather than reused.
 """
 
 import json
@@ -27,17 +29,29 @@ def to_uint8(images):
   return tf.cast(tf.round(tf.clip_by_value((images + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
 
 
-def is_complete(directory):
-  return os.path.exists(os.path.join(directory, INFO_FILE))
+def is_complete(directory, produced_by=None):
+  """True if `directory` holds a whole translation and, if `produced_by` is given, one by it."""
+  path = os.path.join(directory, INFO_FILE)
+  if not os.path.exists(path):
+    return False
+  if produced_by is None:
+    return True
+  with open(path) as f:
+    return json.load(f).get('produced_by') == produced_by
 
 
-def write(directory, translate, datasets, num_classes, class_names):
+def write(directory, translate, datasets, num_classes, class_names, produced_by=None):
   """Writes `translate(images)` for each split's (images in [-1, 1], labels) batches.
 
   `datasets` maps split name → dataset of float batches; `translate` maps a float batch to a
-  float batch in [-1, 1]. Returns the info dict written to info.json.
+  float batch in [-1, 1]; `produced_by` (JSON) names the translator for `is_complete`. Returns
+  the info dict written to info.json.
   """
   os.makedirs(directory, exist_ok=True)
+  # A previous translation's info.json would vouch for the half-rewritten splits: drop it first.
+  info_path = os.path.join(directory, INFO_FILE)
+  if os.path.exists(info_path):
+    os.remove(info_path)
   counts, shape = {}, None
   for split, dataset in datasets.items():
     path = os.path.join(directory, f'{split}.tfrecord')
@@ -56,11 +70,11 @@ def write(directory, translate, datasets, num_classes, class_names):
     os.replace(path + '.tmp', path)
     counts[split] = count
   info = {'num_examples': counts, 'num_classes': int(num_classes),
-          'class_names': list(class_names), 'image_shape': shape}
-  tmp = os.path.join(directory, INFO_FILE + '.tmp')
+          'class_names': list(class_names), 'image_shape': shape, 'produced_by': produced_by}
+  tmp = info_path + '.tmp'
   with open(tmp, 'w') as f:
     json.dump(info, f, indent=2)
-  os.replace(tmp, os.path.join(directory, INFO_FILE))
+  os.replace(tmp, info_path)
   return info
 
 

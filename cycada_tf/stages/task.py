@@ -1,11 +1,13 @@
 """Stage `task`: f_T trained on the source set translated by G_ST — the "pixel only" model.
 
 The source train and test splits are translated once with the pixel stage's G_ST into
-`<model_dir>/task/translated_source/` (see `cycada_tf.data.translated`), then f_T learns from
+`<model_dir>/task/translated_source/` (see `cycada_tf.data.translated`), and again whenever the
+pixel checkpoint changes (`pixel_checkpoint_id`), then f_T learns from
 (G_ST(x_s), y_s) with the same supervised step as the source stage. f_T starts from f_S
 (`--config.task.init_from=source`, the default) or from scratch (`scratch`).
 """
 
+import hashlib
 import os
 
 import tensorflow as tf
@@ -33,20 +35,44 @@ def translated_source_spec(ctx):
   return translated.PREFIX + translated_source_dir(ctx)
 
 
+def pixel_checkpoint_id(ctx):
+  """Which pixel checkpoint G_ST comes from: its name and a hash of its index file.
+
+  The name alone (`ckpt-620`) repeats when pixel is retrained to the same step; the index file
+  holds a checksum of every saved tensor, so its hash changes whenever the weights do. Every
+  worker reads the chief's checkpoint in model_dir, so all of them compute the same id.
+  """
+  ctx.require('pixel', needed_by='task')
+  checkpoints = trainer.checkpoint_dir(ctx.stage_dir('pixel'))
+  latest = tf.train.latest_checkpoint(checkpoints)
+  if latest is None:
+    raise UserError(f'stage task needs G_ST, but {checkpoints} has no checkpoint. Fix: run '
+                    f'`{ctx.command_for("pixel")}` again.')
+  with open(latest + '.index', 'rb') as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+  return {'pixel_checkpoint': os.path.basename(latest), 'index_sha256': digest}
+
+
 def translate_source(ctx):
-  """Renders the source train/test splits in target style once (skipped if already done)."""
+  """Renders the source train/test splits in target style, unless done with this G_ST already."""
   directory = translated_source_dir(ctx)
+  produced_by = pixel_checkpoint_id(ctx)
   if not ctx.is_chief:
-    # Only the chief writes into model_dir; the other workers read its copy when complete.
-    if not translated.is_complete(directory):
+    # Only the chief writes into model_dir; the other workers read its copy when complete and
+    # made from the current pixel checkpoint (a stale one may still be there while it works).
+    if not translated.is_complete(directory, produced_by):
       print(f'[task] waiting for the chief worker to translate the source set into '
             f'{directory}', flush=True)
-      distribute.wait_for(lambda: translated.is_complete(directory),
-                          f'the chief worker to translate the source set into {directory}')
+      distribute.wait_for(lambda: translated.is_complete(directory, produced_by),
+                          f'the chief worker to translate the source set into {directory} '
+                          f'with pixel {produced_by["pixel_checkpoint"]}')
     print(f"[task] reading the chief worker's translated source set in {directory}", flush=True)
     return directory
-  if translated.is_complete(directory):
+  if translated.is_complete(directory, produced_by):
     return directory
+  if translated.is_complete(directory):
+    print(f'[task] {directory} was translated with another pixel checkpoint; translating again',
+          flush=True)
   g_st = pixel.load_translator(ctx, needed_by='task')
   info = domains.domain_info(ctx.pair.source, ctx.data_dir)
   datasets = {split: pipeline.domain_dataset(
@@ -54,7 +80,8 @@ def translate_source(ctx):
       data_dir=ctx.data_dir, shuffle=False) for split in ('train', 'test')}
   translate = tf.function(lambda images: g_st(images, training=False))
   print(f'[task] translating {ctx.pair.source} with G_ST into {directory}', flush=True)
-  translated.write(directory, translate, datasets, info.num_classes, info.class_names)
+  translated.write(directory, translate, datasets, info.num_classes, info.class_names,
+                   produced_by=produced_by)
   return directory
 
 
