@@ -7,8 +7,8 @@ compiled step, and evaluation of a classifier on a domain's test split.
 """
 
 import dataclasses
-import os
 import json
+import os
 
 import keras
 import numpy as np
@@ -33,6 +33,8 @@ class Context:
   model_dir: str
   data_dir: object = None
   strategy: object = None
+  # Compiled predictors by classifier id (see `_predictor`).
+  predictors: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def __post_init__(self):
     if self.strategy is None:
@@ -156,16 +158,24 @@ def confusion_matrix(ctx, classifier, domain_spec, split='test'):
   dataset = pipeline.domain_dataset(
       domain_spec, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
       data_dir=ctx.data_dir, shuffle=False, repeat=False, drop_remainder=False)
-
-  @tf.function
-  def predict(images):
-    logits, _ = classifier(images, training=False)
-    return tf.argmax(logits, axis=-1)
-
+  predict = _predictor(ctx, classifier)
   matrix = metrics_lib.ConfusionMatrix(ctx.config.model.num_classes)
   for images, labels in dataset:
     matrix.update(labels.numpy(), predict(images).numpy())
   return matrix.matrix
+
+
+def _predictor(ctx, classifier):
+  """One compiled argmax predictor per classifier for the run's lifetime: the feature stage
+  evaluates f_T after every epoch, and a new tf.function each time would retrace each time."""
+  key = id(classifier)
+  if key not in ctx.predictors:
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+      logits, _ = classifier(images, training=False)
+      return tf.argmax(logits, axis=-1)
+    ctx.predictors[key] = (classifier, predict)  # the classifier is kept, so ids stay unique
+  return ctx.predictors[key][1]
 
 
 def accuracy_on(ctx, classifier, domain_spec, split='test'):
