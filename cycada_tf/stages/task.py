@@ -3,8 +3,9 @@
 The source train and test splits are translated once with the pixel stage's G_ST into
 `<model_dir>/task/translated_source/` (see `cycada_tf.data.translated`), and again whenever the
 pixel checkpoint changes (`pixel_checkpoint_id`), then f_T learns from
-(G_ST(x_s), y_s) with the same supervised step as the source stage. f_T starts from f_S
-(`--config.task.init_from=source`, the default) or from scratch (`scratch`).
+(G_ST(x_s), y_s) with the same supervised step as the source stage. f_T starts from scratch
+(`--config.task.init_from=scratch`, the default: the release's `train_task_net` loads no weights)
+or from f_S (`source`).
 """
 
 import hashlib
