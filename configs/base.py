@@ -49,6 +49,7 @@ def get_config():
       steps_per_call=10,         # compiled steps per tf.function call
       jit_compile=False,         # XLA-compile each step (see docs/performance.md)
       precision='fp32',          # fp32 | bf16 (Keras mixed_bfloat16; cycada_tf/precision.py)
+      kernels='auto',            # auto | stock | cpu_tuned (cycada_tf/kernels.py)
       max_checkpoints_to_keep=2,
       epochs_per_iterator=10,    # epochs read through one tf.data iterator (trainer.py)
   ))

@@ -16,6 +16,8 @@ import contextlib
 
 import keras
 
+from cycada_tf import kernels
+
 from cycada_tf.errors import UserError
 
 # config value → Keras dtype policy name.
@@ -44,3 +46,35 @@ def policy_scope(precision):
 def current():
   """'bf16' or 'fp32': the precision the current global policy computes in."""
   return 'bf16' if keras.mixed_precision.global_policy().compute_dtype == 'bfloat16' else 'fp32'
+
+
+# CPU features that run bfloat16 matmuls natively (x86 /proc/cpuinfo flag names).
+NATIVE_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
+
+
+def cpu_flags(path='/proc/cpuinfo'):
+  """The CPU's feature flags (empty where /proc/cpuinfo is not readable, e.g. not Linux)."""
+  try:
+    with open(path) as f:
+      for line in f:
+        if line.startswith(('flags', 'Features')):
+          return set(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  return set()
+
+
+def bf16_warning(strategy, flags=None):
+  """One line when bf16 would be emulated (a CPU run without AVX-512 BF16 or AMX), else None.
+
+  There, bfloat16 matmuls and convolutions are converted to float32 and back and run far slower
+  than float32 itself (a pixel bench on an AVX2-only CPU ran for more than 27 minutes).
+  """
+  if not kernels.replicas_on_cpu(strategy):
+    return None
+  flags = cpu_flags() if flags is None else flags
+  if not flags or any(f in flags for f in NATIVE_BF16_FLAGS):
+    return None
+  return ('warning: bf16 was asked for on a CPU without native bfloat16 (no avx512_bf16 or '
+          'amx_bf16 flag): it is emulated and much slower than fp32 here; use '
+          '--config.train.precision=fp32.')

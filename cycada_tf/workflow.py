@@ -9,6 +9,7 @@ import importlib
 import keras
 
 from cycada_tf import distribute
+from cycada_tf import kernels
 from cycada_tf import precision
 from cycada_tf import results as results_lib
 from cycada_tf.errors import UserError
@@ -53,7 +54,8 @@ def _run_stage(stage, ctx, *args):
   the same `--seed` train identical models.
   """
   keras.utils.set_random_seed(ctx.seed)
-  with precision.policy_scope(_stage_precision(stage, ctx.config)):
+  with precision.policy_scope(_stage_precision(stage, ctx.config)), \
+      kernels.scope(ctx.config.train.get('kernels', 'auto'), ctx.strategy):
     return _stage_function(stage)(ctx, *args)
 
 

@@ -43,6 +43,9 @@ from train import main as train_main
 
 FLAGS = flags.FLAGS
 BENCH_STAGES = ('source', 'pixel', 'feature', 'task')
+# CPU flags that decide speed, reported with every result (machines differ between runs).
+SPEED_FLAGS = frozenset({'avx2', 'fma', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile',
+                         'avx512_vnni'})
 MODES = ('step', 'input')
 flags.DEFINE_enum('mode', 'step', MODES, 'step: the compiled training step on synthetic '
                   'batches; input: the real input pipeline alone.')
@@ -50,6 +53,10 @@ flags.DEFINE_enum('precision', None, ['fp32', 'bf16', 'both'], 'Overrides '
                   'config.train.precision. `both` (step mode): builds the step in fp32 and in '
                   'bf16 and times their calls alternately in one process, so the machine\'s '
                   'drift cannot bias bf16_speedup.')
+flags.DEFINE_enum('kernels', None, ['auto', 'stock', 'cpu_tuned', 'both'], 'Overrides '
+                  'config.train.kernels. `both` (step mode): builds the step with stock and '
+                  'with cpu_tuned kernels and times their calls alternately, reporting '
+                  'cpu_tuned_speedup.')
 flags.DEFINE_integer('steps', 50, 'Timed steps (after warm-up), in calls of '
                      'config.train.steps_per_call steps.')
 flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing (the first traces/compiles).')
@@ -326,35 +333,59 @@ def profiled_calls(prepared_steps, counts, names):
   return timings, metrics, breakdowns
 
 
-def bench_step(ctx, stage_name, train_config, precisions, steps, warmup, examples_per_epoch):
-  """Times the compiled step on synthetic data in each of `precisions`; the result dict.
+def variant_name(precision_name, kernel_path, precisions, kernel_paths):
+  """A timed variant's key: its precision, its kernel path, or both when both vary."""
+  parts = ([precision_name] if len(precisions) > 1 else []) + (
+      [kernel_path] if len(kernel_paths) > 1 else [])
+  return '_'.join(parts)
 
-  One precision: its fields at the top level. Several: one sub-dict per precision, timed
-  alternately (`time_calls`), plus `bf16_speedup`, the median over pairs of calls of bf16's
-  examples/s over fp32's.
+
+def bench_step(ctx, stage_name, train_config, precisions, steps, warmup, examples_per_epoch,
+               kernel_paths=('cpu_tuned',)):
+  """Times the compiled step on synthetic data in each precision × kernel path; the result.
+
+  One variant: its fields at the top level. Several: one sub-dict per variant (`fp32`, `bf16`,
+  `stock`, `cpu_tuned`, or `fp32_stock` ... when both vary), timed alternately (`time_calls`),
+  plus `bf16_speedup` (bf16's examples/s over fp32's) and `cpu_tuned_speedup` (cpu_tuned's over
+  stock's), each the median over pairs of calls (per kernel path / per precision when both vary).
   """
+  from cycada_tf import kernels  # pylint: disable=g-import-not-at-top
   from cycada_tf import precision  # pylint: disable=g-import-not-at-top
   counts = _windows(steps, train_config.steps_per_call)
+  variants = [(p, k) for p in precisions for k in kernel_paths]
+  names = [variant_name(p, k, precisions, kernel_paths) for p, k in variants]
   prepared = []
-  for name in precisions:
-    with precision.policy_scope(name):
+  for precision_name, kernel_path in variants:
+    with precision.policy_scope(precision_name), kernels.scope(kernel_path, ctx.strategy):
       prepared.append(prepare_step(ctx, stage_name, train_config, counts, warmup,
                                    examples_per_epoch))
   if FLAGS.profile_dir:
-    timings, metrics, breakdowns = profiled_calls(prepared, counts, precisions)
+    timings, metrics, breakdowns = profiled_calls(prepared, counts, names)
   else:
     timings, metrics = time_calls(prepared, counts)
   results = {name: step_result(p, counts, t, m)
-             for name, p, t, m in zip(precisions, prepared, timings, metrics)}
+             for name, p, t, m in zip(names, prepared, timings, metrics)}
+  for name, (precision_name, kernel_path) in zip(names, variants):
+    results[name]['kernels'] = kernel_path
   if FLAGS.profile_dir:
-    for name, breakdown in zip(precisions, breakdowns):
+    for name, breakdown in zip(names, breakdowns):
       results[name]['op_seconds_by_type'] = breakdown
-  if len(precisions) == 1:
-    return results[precisions[0]]
-  ratios = [fp32 / bf16 for fp32, bf16 in
-            zip(timings[precisions.index('fp32')], timings[precisions.index('bf16')])]
-  results['bf16_speedup'] = statistics.median(ratios)
-  results['bf16_speedup_windows'] = [round(r, 3) for r in ratios]
+  if len(variants) == 1:
+    return results[names[0]]
+  by_variant = dict(zip(variants, timings))
+
+  def paired(key, slow, fast, others, make):
+    for other in others:
+      ratios = [a / b for a, b in zip(by_variant[make(slow, other)],
+                                      by_variant[make(fast, other)])]
+      suffix = f'_{other}' if len(others) > 1 else ''
+      results[f'{key}{suffix}'] = statistics.median(ratios)
+      results[f'{key}_windows{suffix}'] = [round(r, 3) for r in ratios]
+
+  if len(precisions) > 1:
+    paired('bf16_speedup', 'fp32', 'bf16', kernel_paths, lambda p, k: (p, k))
+  if len(kernel_paths) > 1:
+    paired('cpu_tuned_speedup', 'stock', 'cpu_tuned', precisions, lambda k, p: (p, k))
   return results
 
 
@@ -424,6 +455,7 @@ def run():
   """Parses the flags, runs the benchmark and returns the JSON-ready result."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cycada_tf import distribute  # pylint: disable=g-import-not-at-top
+  from cycada_tf import kernels  # pylint: disable=g-import-not-at-top
   from cycada_tf import precision  # pylint: disable=g-import-not-at-top
   from cycada_tf import trainer  # pylint: disable=g-import-not-at-top
   from cycada_tf.errors import UserError  # pylint: disable=g-import-not-at-top
@@ -436,6 +468,9 @@ def run():
   if FLAGS.precision == 'both' and FLAGS.mode == 'input':
     raise UserError('--precision=both is for --mode=step: the input pipeline does not depend '
                     'on the precision.')
+  if FLAGS.kernels == 'both' and FLAGS.mode == 'input':
+    raise UserError('--kernels=both is for --mode=step: the input pipeline does not depend '
+                    'on the kernels.')
   with contextlib.redirect_stdout(sys.stderr):  # train.main's start-up line
     ctx = train_main.build_context()
   config = ctx.config
@@ -445,6 +480,14 @@ def run():
     if FLAGS.precision:
       config.train.precision = FLAGS.precision
     precisions = [config.train.precision]
+  if FLAGS.kernels == 'both':
+    kernel_paths = ['stock', 'cpu_tuned']
+  else:
+    if FLAGS.kernels:
+      config.train.kernels = FLAGS.kernels
+    kernel_paths = [kernels.resolve(config.train.get('kernels', 'auto'), ctx.strategy)]
+  if 'bf16' in precisions and precision.bf16_warning(ctx.strategy):
+    _log(f'[bench] {precision.bf16_warning(ctx.strategy)}')
   if FLAGS.stage == 'feature' and FLAGS.feature_gate == 'open' and FLAGS.mode == 'step':
     config.feature.gate_threshold = -1.0
   train_config = trainer.TrainConfig.from_config(config.train)
@@ -454,6 +497,8 @@ def run():
       'pair': ctx.pair.name,
       'image_shape': list(ctx.image_shape),
       'precision': FLAGS.precision if FLAGS.precision == 'both' else config.train.precision,
+      'kernels': 'both' if len(kernel_paths) > 1 else kernel_paths[0],
+      'cpu_flags': sorted(precision.cpu_flags() & SPEED_FLAGS),
       'jit_compile': bool(train_config.jit_compile),
       'strategy': distribute.describe(ctx.strategy),
       'replicas': ctx.strategy.num_replicas_in_sync,
@@ -461,17 +506,20 @@ def run():
   }
   with contextlib.redirect_stdout(sys.stderr):
     if FLAGS.mode == 'input':
-      with precision.policy_scope(config.train.precision):
+      with precision.policy_scope(config.train.precision), \
+          kernels.scope(kernel_paths[0], ctx.strategy):
         result.update(bench_input(ctx, FLAGS.stage, train_config, FLAGS.steps, FLAGS.warmup))
       return result
     result.update(bench_step(ctx, FLAGS.stage, train_config, precisions, FLAGS.steps,
-                             FLAGS.warmup, FLAGS.examples_per_epoch))
+                             FLAGS.warmup, FLAGS.examples_per_epoch, kernel_paths))
   sizes = [int(s) for s in FLAGS.peak_sizes]
   if sizes:
     peak = matmul_peak_gflops(sizes, FLAGS.peak_repeats)
     result.update(peak_matmul_gflops=peak, peak_matmul_sizes=sizes)
     # fraction_of_peak is relative to float32 matmuls, the fixed yardstick, in both precisions.
-    for fields in [result[p] for p in precisions] if len(precisions) > 1 else [result]:
+    variants = [variant_name(p, k, precisions, kernel_paths)
+                for p in precisions for k in kernel_paths]
+    for fields in [result[v] for v in variants] if len(variants) > 1 else [result]:
       fields['fraction_of_peak'] = fields['achieved_gflops'] / peak
     if 'bf16' in precisions:
       # Context for bf16 runs: what this CPU's bf16 matmul reaches.

@@ -90,6 +90,7 @@ def build_context():
   import tensorflow_datasets as tfds
 
   from cycada_tf import distribute
+  from cycada_tf import kernels
   from cycada_tf import precision
   from cycada_tf.data import pairs
   from cycada_tf.stages import common
@@ -109,6 +110,7 @@ def build_context():
   # Checked now so a typo fails in a second, not after data preparation; the policy itself is
   # set per stage by `workflow` (export always builds float32 models).
   precision.policy_name(config.train.get('precision', 'fp32'))
+  kernels.resolve(config.train.get('kernels', 'auto'), strategy=None)
   tfds.disable_progress_bar()
   if FLAGS.seed is not None:
     config.seed = FLAGS.seed
@@ -117,8 +119,12 @@ def build_context():
   strategy = distribute.create_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
   model_dir = FLAGS.model_dir or os.path.join('runs', pair.name.replace(':', '_'))
   print(f'[main] pair {pair.name}: {pair.source} → {pair.target}, image shape '
-        f'{tuple(pair.image_shape)}, model_dir {model_dir}; {distribute.describe(strategy)}',
-        flush=True)
+        f'{tuple(pair.image_shape)}, model_dir {model_dir}; {distribute.describe(strategy)}; '
+        f'kernels {kernels.resolve(config.train.get("kernels", "auto"), strategy)}', flush=True)
+  if config.train.get('precision', 'fp32') == 'bf16':
+    warning = precision.bf16_warning(strategy)
+    if warning:
+      print(f'[main] {warning}', flush=True)
   return common.Context(config=config, pair=pair, model_dir=model_dir,
                         data_dir=FLAGS.data_dir, strategy=strategy)
 

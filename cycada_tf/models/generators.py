@@ -22,6 +22,7 @@ from keras import layers
 import tensorflow as tf
 
 from cycada_tf import errors
+from cycada_tf import kernels
 from cycada_tf import ops
 from cycada_tf.models import registry
 from cycada_tf.models.layers import GlobalBatchDropout
@@ -71,10 +72,15 @@ class InstanceNormalization(layers.Layer):
       self.beta = self.add_weight(shape=(channels,), initializer='zeros', name='beta')
 
   def call(self, x):
-    if self.affine:
-      return ops.instance_norm(x, self.gamma, self.beta, self.epsilon)
-    return ops.instance_norm(x, tf.ones([self.channels]), tf.zeros([self.channels]),
-                             self.epsilon)
+    gamma = self.gamma if self.affine else tf.ones([self.channels])
+    beta = self.beta if self.affine else tf.zeros([self.channels])
+    if kernels.cpu_tuned():
+      return ops.instance_norm(x, gamma, beta, self.epsilon)
+    # Stock: the moments over H and W, in float32 whatever the compute dtype.
+    x32 = tf.cast(x, tf.float32)
+    mean, variance = tf.nn.moments(x32, axes=[1, 2], keepdims=True)
+    y = (x32 - mean) * tf.math.rsqrt(variance + self.epsilon) * tf.cast(gamma, tf.float32)
+    return tf.cast(y + tf.cast(beta, tf.float32), x.dtype)
 
   def compute_output_shape(self, input_shape):
     return input_shape
@@ -95,8 +101,11 @@ class ReflectionPad2D(layers.Layer):
     self.padding = int(padding)
 
   def call(self, x):
-    # Same values as MirrorPad, with a gradient that is fast on CPU (see `cycada_tf.ops`).
-    return ops.reflect_pad_2d(x, self.padding)
+    if kernels.cpu_tuned():
+      # Same values as MirrorPad, with a gradient that is fast on CPU (see `cycada_tf.ops`).
+      return ops.reflect_pad_2d(x, self.padding)
+    p = self.padding
+    return tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode='REFLECT')
 
   def compute_output_shape(self, input_shape):
     b, h, w, c = input_shape
@@ -125,6 +134,8 @@ class FastBackwardConv2D(layers.Conv2D):
                        f'dilation_rate={self.dilation_rate}, data_format={self.data_format!r}')
 
   def convolution_op(self, inputs, kernel):
+    if not kernels.cpu_tuned():
+      return super().convolution_op(inputs, kernel)
     return ops.conv2d(inputs, kernel, tuple(self.strides), self.padding.upper())
 
 
@@ -143,6 +154,8 @@ class FastBackwardConv2DTranspose(layers.Conv2DTranspose):
                        f'output_padding={self.output_padding}')
 
   def call(self, inputs):
+    if not kernels.cpu_tuned():
+      return super().call(inputs)
     outputs = ops.conv2d_transpose(inputs, self.kernel, tuple(self.strides), self.padding.upper())
     if self.use_bias:
       outputs = outputs + keras.ops.cast(self.bias, outputs.dtype)

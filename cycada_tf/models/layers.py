@@ -45,6 +45,8 @@ batch would still get correctly distributed masks, just not the 1-replica ones.
 import keras
 import tensorflow as tf
 
+from cycada_tf import kernels
+
 
 def replica_slot():
   """(replica index, number of replicas) of the current replica context.
@@ -104,7 +106,8 @@ def keep_mask(shape, rate, seed):
   are drawn as bytes (see the module docstring); otherwise as float32 uniforms, as Keras does.
   """
   threshold = rate * BYTE_LEVELS
-  if threshold != int(threshold) or not isinstance(seed, keras.random.SeedGenerator):
+  if (threshold != int(threshold) or not isinstance(seed, keras.random.SeedGenerator)
+      or not kernels.cpu_tuned()):
     return keras.random.uniform(shape, dtype='float32', seed=seed) >= rate
   mask_shape = tf.stack([tf.cast(d, tf.int32) for d in shape])
   size = tf.reduce_prod(mask_shape)
