@@ -68,22 +68,6 @@ def lsgan_generator_loss(fake_scores):
   return per_example_mean(tf.square(_as_float(fake_scores) - 1.0))
 
 
-def _bce(logits, target):
-  logits = _as_float(logits)
-  return per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-      labels=tf.fill(tf.shape(logits), tf.constant(target, logits.dtype)), logits=logits))
-
-
-def bce_discriminator_loss(real_logits, fake_logits):
-  """The original GAN's D loss on logits: 0.5·(BCE(real, 1) + BCE(fake, 0))."""
-  return 0.5 * (_bce(real_logits, 1.0) + _bce(fake_logits, 0.0))
-
-
-def bce_generator_loss(fake_logits):
-  """The non-saturating G loss: BCE(fake, 1)."""
-  return _bce(fake_logits, 1.0)
-
-
 def cycle_loss(x, x_reconstructed):
   """Cycle consistency (Eq. 3): per-example mean |x − G_TS(G_ST(x))|, the L1 of CycleGAN."""
   return per_example_mean(tf.abs(_as_float(x) - _as_float(x_reconstructed)))

@@ -1,6 +1,6 @@
-"""Evaluation metrics from a confusion matrix (SPEC §3, §4), in NumPy.
+"""Evaluation metrics from a confusion matrix (docs/method.md §3), in NumPy.
 
-Everything derives from n_ij = number of examples (pixels) of class i predicted as j, which can be
+Everything derives from n_ij = number of examples of class i predicted as j, which can be
 accumulated batch by batch (`ConfusionMatrix`) and summed across workers, so the whole test set is
 evaluated exactly, without averaging per-batch ratios.
 
@@ -43,8 +43,8 @@ def _total(cm):
   return total
 
 
-def pixel_accuracy(cm):
-  """Σ_i n_ii / Σ_i t_i: the fraction of examples (pixels) classified correctly.
+def accuracy(cm):
+  """Σ_i n_ii / Σ_i t_i: the fraction of examples classified correctly.
 
   Raises:
     ValueError: for an empty matrix, where accuracy is undefined.
@@ -53,49 +53,11 @@ def pixel_accuracy(cm):
   return float(np.trace(cm)) / _total(cm)
 
 
-def accuracy(cm):
-  """Classification accuracy; the same quantity as `pixel_accuracy`, named for digits."""
-  return pixel_accuracy(cm)
-
-
 def per_class_accuracy(cm):
   """Recall of each class, n_ii / t_i, as a list; `None` for classes with no examples."""
   cm = np.asarray(cm)
   totals = cm.sum(axis=1)
   return [float(cm[i, i]) / totals[i] if totals[i] else None for i in range(cm.shape[0])]
-
-
-def iou_per_class(cm):
-  """IoU_i = n_ii / (t_i + Σ_j n_ji − n_ii) as a list; `None` for classes absent from both GT and
-  prediction (the union is empty, so the class says nothing about this model)."""
-  cm = np.asarray(cm)
-  intersection = np.diag(cm)
-  union = cm.sum(axis=1) + cm.sum(axis=0) - intersection
-  return [float(intersection[i]) / union[i] if union[i] else None for i in range(cm.shape[0])]
-
-
-def mean_iou(cm):
-  """mIoU over the classes present in GT or prediction (SPEC §4).
-
-  Raises:
-    ValueError: for an empty matrix.
-  """
-  _total(cm)
-  present = [iou for iou in iou_per_class(cm) if iou is not None]
-  return float(np.mean(present))
-
-
-def frequency_weighted_iou(cm):
-  """fwIoU = Σ_i t_i·IoU_i / Σ_k t_k: IoU weighted by each class's share of GT pixels.
-
-  Raises:
-    ValueError: for an empty matrix.
-  """
-  cm = np.asarray(cm)
-  total = _total(cm)
-  totals = cm.sum(axis=1)
-  weighted = sum(t * iou for t, iou in zip(totals, iou_per_class(cm)) if iou is not None)
-  return float(weighted) / total
 
 
 def mean_and_standard_error(values):

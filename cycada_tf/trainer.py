@@ -227,6 +227,24 @@ def epoch_iterator(stage, strategy, epoch, offset=0, num_epochs=1):
   return iter(strategy.distribute_datasets_from_function(epochs_dataset_fn))
 
 
+def steps_in_next_call(step, total_steps, iterator_end, stage, train_config):
+  """How many steps the next compiled call runs, from `step`.
+
+  A call stops where Python has work to do: a log or checkpoint step, the end of training or of
+  the iterator's last epoch and, only for stages with per-epoch bookkeeping, the epoch's end.
+  Elsewhere calls span epochs: a second call per short epoch cost a short-epoch stage a quarter
+  of its speed.
+  """
+  stops = [step + train_config.steps_per_call, total_steps,
+           iterator_end * stage.steps_per_epoch,
+           (step // train_config.log_every_steps + 1) * train_config.log_every_steps,
+           (step // train_config.checkpoint_every_steps + 1) *
+           train_config.checkpoint_every_steps]
+  if stage.on_epoch_end is not None:
+    stops.append((step // stage.steps_per_epoch + 1) * stage.steps_per_epoch)
+  return min(stops) - step
+
+
 def fit(stage, stage_dir, strategy, train_config):
   """Trains `stage` to its end (or early stop), resuming from `stage_dir` if a run was killed.
 
@@ -288,17 +306,7 @@ def fit(stage, stage_dir, strategy, train_config):
     if epoch >= iterator_end:  # also true for the first (possibly resumed) epoch
       iterator_end = min(epoch + max(1, train_config.epochs_per_iterator), stage.epochs)
       iterator = epoch_iterator(stage, strategy, epoch, offset, iterator_end - epoch)
-    # A call stops where Python has work to do: a log or checkpoint step, the iterator's last
-    # epoch and, only for stages with per-epoch bookkeeping, the epoch's end. Elsewhere calls
-    # span epochs: a second call per short epoch cost the UCI source stage a quarter of its speed.
-    stops = [step + train_config.steps_per_call, total_steps,
-             iterator_end * stage.steps_per_epoch,
-             (step // train_config.log_every_steps + 1) * train_config.log_every_steps,
-             (step // train_config.checkpoint_every_steps + 1) *
-             train_config.checkpoint_every_steps]
-    if stage.on_epoch_end is not None:
-      stops.append((epoch + 1) * stage.steps_per_epoch)
-    chunk = min(stops) - step
+    chunk = steps_in_next_call(step, total_steps, iterator_end, stage, train_config)
     sums = run_steps(iterator, tf.constant(chunk, dtype=tf.int64))
     sums = {k: float(v) for k, v in sums.items()}
     bad = sorted(k for k, v in sums.items() if not math.isfinite(v))

@@ -4,6 +4,7 @@
 build their models and step and hand them to the one trainer.
 """
 
+import contextlib
 import importlib
 
 import keras
@@ -14,31 +15,48 @@ from cycada_tf import precision
 from cycada_tf import results as results_lib
 from cycada_tf.errors import UserError
 
-# stage name → (module under cycada_tf.stages, function). Imported lazily so that a stage that
-# is not run costs nothing at start-up.
-_STAGE_FUNCTIONS = {
-    'source': ('source', 'run'),
-    'target_only': ('source', 'run_target_only'),
-    'pixel': ('pixel', 'run'),
-    'task': ('task', 'run'),
-    'feature': ('feature', 'run'),
-    'eval': ('evaluate', 'run'),
-    'export': ('export', 'run'),
+# stage name → (module under cycada_tf.stages, its `run`, its `build` if it trains). Imported
+# lazily so that a stage that is not run costs nothing at start-up. A trainable stage's
+# `build(ctx, fresh=False, num_train=None) -> (trainer.Stage, models)` is what both its `run` and
+# `train.bench` call; adding a stage means a module, a line here and a config section.
+_STAGES = {
+    'source': ('source', 'run', 'build'),
+    'target_only': ('source', 'run_target_only', 'build_target_only'),
+    'pixel': ('pixel', 'run', 'build'),
+    'task': ('task', 'run', 'build'),
+    'feature': ('feature', 'run', 'build'),
+    'eval': ('evaluate', 'run', None),
+    'export': ('export', 'run', None),
 }
-STAGES = tuple(_STAGE_FUNCTIONS) + ('all',)
+STAGES = tuple(_STAGES) + ('all',)
+TRAINABLE_STAGES = tuple(name for name, (_, _, build) in _STAGES.items() if build)
 # What `--stage=all` runs, in order; each is skipped when its metrics.json already exists.
 PIPELINE = ('source', 'target_only', 'pixel', 'task', 'feature', 'export')
 
 
+def _stage_attribute(stage, index):
+  module_name, *names = _STAGES[stage]
+  return getattr(importlib.import_module(f'cycada_tf.stages.{module_name}'), names[index])
+
+
 def _stage_function(stage):
-  module_name, function_name = _STAGE_FUNCTIONS[stage]
-  try:
-    module = importlib.import_module(f'cycada_tf.stages.{module_name}')
-  except ModuleNotFoundError as e:
-    if e.name == f'cycada_tf.stages.{module_name}':
-      raise UserError(f'stage {stage!r} is not available in this version of cycada-tf.') from None
-    raise
-  return getattr(module, function_name)
+  return _stage_attribute(stage, 0)
+
+
+def stage_builder(stage):
+  """The `build(ctx, fresh=False, num_train=None)` of a trainable stage (see `_STAGES`)."""
+  if stage not in TRAINABLE_STAGES:
+    raise UserError(f'stage {stage!r} does not train; trainable stages: '
+                    f'{", ".join(TRAINABLE_STAGES)}.')
+  return _stage_attribute(stage, 1)
+
+
+@contextlib.contextmanager
+def stage_scope(stage, ctx):
+  """Builds and runs `stage`'s models under its precision policy and kernel path."""
+  with precision.policy_scope(_stage_precision(stage, ctx.config)), \
+      kernels.scope(ctx.config.train.get('kernels', 'auto'), ctx.strategy):
+    yield
 
 
 def validate_stage(stage):
@@ -54,8 +72,7 @@ def _run_stage(stage, ctx, *args):
   the same `--seed` train identical models.
   """
   keras.utils.set_random_seed(ctx.seed)
-  with precision.policy_scope(_stage_precision(stage, ctx.config)), \
-      kernels.scope(ctx.config.train.get('kernels', 'auto'), ctx.strategy):
+  with stage_scope(stage, ctx):
     return _stage_function(stage)(ctx, *args)
 
 

@@ -51,7 +51,6 @@ def build(stage_name, strategy, data_dir, model_dir):
   from cycada_tf.stages import common
   from cycada_tf.stages import feature
   from cycada_tf.stages import pixel
-  from cycada_tf.stages import source
   from tests import test_stages
 
   config = test_stages.tiny_config(max_steps=0)
@@ -71,7 +70,7 @@ def build(stage_name, strategy, data_dir, model_dir):
       for layer in classifier._flatten_layers(include_self=False):  # pylint: disable=protected-access
         if isinstance(layer, keras.layers.BatchNormalization):
           layer.synchronized = False
-    return source.supervised_stage(ctx, 'source', ctx.pair.source, classifier), {}
+    return common.supervised_stage(ctx, 'source', ctx.pair.source, classifier), {}
   if stage_name == 'pixel':
     # A pool as big as one global batch, so it fills in step 1 and swaps in the later steps.
     config.pixel.update(batch_size=4, pool_size=4, image_every_steps=1000)

@@ -39,9 +39,6 @@ from cycada_tf.data import pairs
 from cycada_tf.data import pipeline
 from cycada_tf.data import translated
 from cycada_tf.stages import common
-from cycada_tf.stages import pixel
-from cycada_tf.stages import source as source_stage
-from cycada_tf.stages import task as task_stage
 from train import main as train_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -236,7 +233,7 @@ def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monke
   # 2. Everything in model_dir is the chief's: the expected files only, event files with the
   #    chief's pid, nothing created with the other worker's umask, one export version.
   assert sorted(os.listdir(model_dir)) == sorted(TRAINED_STAGES + ('export', 'export_translator'))
-  extra = {'pixel': ['translations.png'], 'task': [task_stage.TRANSLATED_DIR]}
+  extra = {'pixel': ['translations.png'], 'task': [os.path.basename(common.TRANSLATED_DIR)]}
   for stage in TRAINED_STAGES:
     stage_dir = model_dir / stage
     assert sorted(os.listdir(stage_dir)) == sorted(
@@ -268,14 +265,14 @@ def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monke
 
   # 3. The translated source set: made once by the chief, awaited and read by the other worker,
   #    and holding each source example exactly once, in order, as G_ST renders it.
-  translated_dir = model_dir / 'task' / task_stage.TRANSLATED_DIR
+  translated_dir = model_dir / common.TRANSLATED_DIR
   assert chief_out.count('[task] translating') == 1 and '[task] translating' not in worker_out
   assert (f"[task] reading the chief worker's translated source set in {translated_dir}"
           in worker_out)
   assert sorted(os.listdir(translated_dir)) == ['info.json', 'test.tfrecord', 'train.tfrecord']
   ctx = common.Context(config=_tiny_config(), pair=pairs.PAIRS['uci_mnist'],
                        model_dir=str(model_dir), data_dir=offline_data_dir)
-  g_st = pixel.load_translator(ctx, needed_by='the test')
+  g_st = common.load_translator(ctx, needed_by='the test')
   source_info = domains.domain_info('uci_digits', offline_data_dir)
   for split in ('train', 'test'):
     images, labels = translated.read_all(str(translated_dir), split)
@@ -291,8 +288,8 @@ def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monke
   # 4. Input sharding, as each worker's pipeline builds it (InputContext as MWMS passes it):
   #    per-replica batches of 16, no example twice in an epoch; the feature stage's target side
   #    covers the target train split exactly once per epoch across the two workers.
-  spec = task_stage.translated_source_spec(ctx)
-  task = source_stage.supervised_stage(ctx, 'task', spec, common.new_classifier(ctx))
+  spec = common.translated_source_spec(ctx)
+  task = common.supervised_stage(ctx, 'task', spec, common.new_classifier(ctx))
   full = _examples(pipeline.domain_dataset(spec, 'train', ctx.image_shape, batch_size=500,
                                            data_dir=offline_data_dir, shuffle=False))
   shards = _worker_inputs(task.dataset_fn, task.steps_per_epoch)

@@ -104,7 +104,7 @@ _TWO_REPLICAS = textwrap.dedent('''
       return pipeline.paired_dataset('uci_digits', 'mnist_sample', 'train', (28, 28, 1),
                                      batch_size=8, data_dir=sys.argv[1],
                                      input_context=input_context)
-    (xs, ys), (xt, yt) = next(iter(pipeline.distribute(strategy, dataset_fn)))
+    (xs, ys), (xt, yt) = next(iter(strategy.distribute_datasets_from_function(dataset_fn)))
     report = {
         'replicas': strategy.num_replicas_in_sync,
         'shapes': [list(t.shape) for t in strategy.experimental_local_results(xs)],

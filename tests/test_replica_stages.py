@@ -90,7 +90,7 @@ import numpy as np
 import tensorflow as tf
 from cycada_tf import distribute, models, trainer
 from cycada_tf.data import pipeline
-from cycada_tf.stages import common, feature, pixel, source, task
+from cycada_tf.stages import common, feature, pixel
 from tests import test_stages
 
 strategy = distribute.create_strategy('auto', cpu_replicas=2)
@@ -132,15 +132,15 @@ def check(stage, domains):
 
 with strategy.scope():
   classifier = common.new_classifier(ctx)
-check(source.supervised_stage(ctx, 'source', ctx.pair.source, classifier),
+check(common.supervised_stage(ctx, 'source', ctx.pair.source, classifier),
       [(ctx.pair.source, True)])
 stage, _, _ = pixel.build_stage(ctx, classifier, with_samples=False)
 check(stage, [(ctx.pair.source, True), (ctx.pair.target, False)])
-spec = task.translated_source_spec(ctx)
+spec = common.translated_source_spec(ctx)
 with strategy.scope():
   f_t, encoder = common.new_classifier(ctx), common.new_classifier(ctx)
   discriminator = common.build_network(models.build_feature_discriminator(), (10,))
-check(source.supervised_stage(ctx, 'task', spec, f_t), [(spec, True)])
+check(common.supervised_stage(ctx, 'task', spec, f_t), [(spec, True)])
 stage, _ = feature.build_stage(ctx, f_t, encoder, discriminator, spec, 'feature')
 check(stage, [(spec, True), (ctx.pair.target, False)])
 print('OK')

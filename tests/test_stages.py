@@ -4,7 +4,6 @@ One module-scoped pipeline (source → target_only → pixel → task → featur
 temporary model_dir; the tests then check what each stage promised to write and compute.
 """
 
-import json
 import os
 
 import numpy as np
@@ -20,7 +19,6 @@ from cycada_tf.data import translated
 from cycada_tf.errors import UserError
 from cycada_tf.stages import common
 from cycada_tf.stages import pixel
-from cycada_tf.stages import task
 
 
 def tiny_config(**max_steps):
@@ -107,8 +105,8 @@ def test_pixel_losses_fall_and_grid_is_written(pipeline_dir):
 
 def test_task_input_is_g_st_output(pipeline_dir):
   ctx = pipeline_dir
-  g_st = pixel.load_translator(ctx, needed_by='test')
-  images, labels = translated.read_all(task.translated_source_dir(ctx), 'train')
+  g_st = common.load_translator(ctx, needed_by='test')
+  images, labels = translated.read_all(common.translated_source_dir(ctx), 'train')
   source = pipeline.domain_dataset(ctx.pair.source, 'train', ctx.image_shape, batch_size=64,
                                    data_dir=ctx.data_dir)
   first_images, first_labels = next(iter(source))
@@ -117,14 +115,14 @@ def test_task_input_is_g_st_output(pipeline_dir):
   assert np.abs(images[:64].astype(int) - expected.astype(int)).max() <= 1
   assert images.shape == (1437, 28, 28, 1)
   metrics = ctx.read_metrics('task')
-  assert metrics['trained_on'] == task.translated_source_spec(ctx)
+  assert metrics['trained_on'] == common.translated_source_spec(ctx)
   assert 0.0 <= metrics['target_test_accuracy'] <= 1.0
 
 
 def test_feature_stage_reports_updates_and_reason(pipeline_dir):
   metrics = pipeline_dir.read_metrics('feature')
   assert metrics['initialised_from'] == 'task'
-  assert metrics['source_side'] == task.translated_source_spec(pipeline_dir)
+  assert metrics['source_side'] == common.translated_source_spec(pipeline_dir)
   assert metrics['f_t_updates'] >= 0
   assert metrics['stop_reason']
   events = os.path.join(pipeline_dir.stage_dir('feature'), 'train')

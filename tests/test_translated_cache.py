@@ -13,7 +13,7 @@ import pytest
 from cycada_tf import workflow
 from cycada_tf.data import pipeline
 from cycada_tf.data import translated
-from cycada_tf.stages import pixel
+from cycada_tf.stages import common
 from cycada_tf.stages import task
 from tests.test_stages import make_context
 from tests.test_stages import tiny_config
@@ -46,7 +46,7 @@ def translate(ctx, capsys):
 def test_unchanged_checkpoint_is_reused(ctx, capsys):
   first, translated_now = translate(ctx, capsys)
   assert translated_now
-  record = os.path.join(task.translated_source_dir(ctx), 'train.tfrecord')
+  record = os.path.join(common.translated_source_dir(ctx), 'train.tfrecord')
   mtime = os.stat(record).st_mtime_ns
   again, translated_now = translate(ctx, capsys)
   assert not translated_now
@@ -60,7 +60,7 @@ def test_retrained_pixel_is_retranslated(ctx, capsys):
   after, translated_now = translate(ctx, capsys)
   assert translated_now
   assert np.abs(after.astype(int) - before.astype(int)).max() > 1
-  g_st = pixel.load_translator(ctx, needed_by='test')
+  g_st = common.load_translator(ctx, needed_by='test')
   images, _ = next(iter(pipeline.domain_dataset(ctx.pair.source, 'train', ctx.image_shape,
                                                 batch_size=64, data_dir=ctx.data_dir)))
   expected = translated.to_uint8(g_st(images, training=False)).numpy()

@@ -42,7 +42,6 @@ from train import cli
 from train import main as train_main
 
 FLAGS = flags.FLAGS
-BENCH_STAGES = ('source', 'pixel', 'feature', 'task')
 # CPU flags that decide speed, reported with every result (machines differ between runs).
 SPEED_FLAGS = frozenset({'avx2', 'fma', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile',
                          'avx512_vnni'})
@@ -107,49 +106,11 @@ def synthetic_batch(image_shape, batch_size, num_classes, paired, seed=0):
   return (one(), one()) if paired else one()
 
 
-def _task_source_spec(ctx):
-  """The task/feature source side: G_ST's translation if `model_dir` has one, else the source."""
-  from cycada_tf.data import translated  # pylint: disable=g-import-not-at-top
-  from cycada_tf.stages import task  # pylint: disable=g-import-not-at-top
-  if translated.is_complete(task.translated_source_dir(ctx)):
-    return task.translated_source_spec(ctx)
-  return ctx.pair.source
-
-
 def build_stage(ctx, stage_name, num_train):
-  """The stage's `trainer.Stage` from the training builders, with fresh networks.
-
-  `num_train=None` makes the builders read the real domain sizes (input mode).
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from cycada_tf import models  # pylint: disable=g-import-not-at-top
-  from cycada_tf.stages import common  # pylint: disable=g-import-not-at-top
-  from cycada_tf.stages import feature  # pylint: disable=g-import-not-at-top
-  from cycada_tf.stages import pixel  # pylint: disable=g-import-not-at-top
-  from cycada_tf.stages import source  # pylint: disable=g-import-not-at-top
-
-  strategy = ctx.strategy
-  if stage_name in ('source', 'task'):
-    spec = ctx.pair.source if stage_name == 'source' else _task_source_spec(ctx)
-    with strategy.scope():
-      classifier = common.new_classifier(ctx)
-    return source.supervised_stage(ctx, stage_name, spec, classifier, num_train=num_train)
-  if stage_name == 'pixel':
-    with strategy.scope():
-      classifier = common.new_classifier(ctx)
-    stage, _, _ = pixel.build_stage(ctx, classifier, num_train=num_train, with_samples=False)
-    return stage
-  # feature: f_T, a frozen source encoder and D_feat, as `feature.run` builds them.
-  with strategy.scope():
-    f_t = common.new_classifier(ctx)
-    source_encoder = common.new_classifier(ctx)
-    width = (ctx.config.model.num_classes
-             if ctx.config.model.feature_discriminator_input == 'logits'
-             else int(f_t(tf.zeros((1,) + ctx.image_shape))[1].shape[-1]))
-    discriminator = common.build_network(models.build_feature_discriminator(), (width,))
-  spec = _task_source_spec(ctx) if ctx.config.feature.from_stage == 'task' else ctx.pair.source
-  stage, _ = feature.build_stage(ctx, f_t, source_encoder, discriminator, spec,
-                                 feature.stage_name_for(ctx.config), num_train=num_train)
+  """The stage's `trainer.Stage` from its own `build`, with fresh networks (as training builds
+  them, but needing no finished stage). `num_train=None`: the real domain sizes (input mode)."""
+  from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
+  stage, _ = workflow.stage_builder(stage_name)(ctx, fresh=True, num_train=num_train)
   return stage
 
 
@@ -396,6 +357,7 @@ def bench_input(ctx, stage_name, train_config, steps, warmup):
 
   stage = build_stage(ctx, stage_name, num_train=None)
   strategy = ctx.strategy
+  per_iterator = max(1, train_config.epochs_per_iterator)
 
   @tf.function
   def drain(iterator, num_steps):
@@ -410,9 +372,8 @@ def bench_input(ctx, stage_name, train_config, steps, warmup):
     return total
 
   def epochs_from(epoch):
-    """As `fit` groups them: the next `trainer.EPOCHS_PER_ITERATOR` epochs share one iterator."""
-    return trainer.epoch_iterator(stage, strategy, epoch,
-                                  num_epochs=trainer.EPOCHS_PER_ITERATOR)
+    """As `fit` groups them: the next `train.epochs_per_iterator` epochs share one iterator."""
+    return trainer.epoch_iterator(stage, strategy, epoch, num_epochs=per_iterator)
 
   state = {'epoch': 0, 'left': stage.steps_per_epoch, 'iterator': epochs_from(0)}
 
@@ -422,7 +383,7 @@ def bench_input(ctx, stage_name, train_config, steps, warmup):
       if not state['left']:
         state['epoch'] += 1
         state['left'] = stage.steps_per_epoch
-        if state['epoch'] % trainer.EPOCHS_PER_ITERATOR == 0:
+        if state['epoch'] % per_iterator == 0:
           state['iterator'] = epochs_from(state['epoch'])
       count = min(num_steps, state['left'])
       float(drain(state['iterator'], tf.constant(count, dtype=tf.int64)))
@@ -460,9 +421,10 @@ def run():
   from cycada_tf import trainer  # pylint: disable=g-import-not-at-top
   from cycada_tf.errors import UserError  # pylint: disable=g-import-not-at-top
 
-  if FLAGS.stage not in BENCH_STAGES:
+  from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
+  if FLAGS.stage not in workflow.TRAINABLE_STAGES:
     raise UserError(f'--stage={FLAGS.stage!r} cannot be benchmarked; valid: '
-                    f'{", ".join(BENCH_STAGES)}.')
+                    f'{", ".join(workflow.TRAINABLE_STAGES)}.')
   if FLAGS.steps < 1:
     raise UserError(f'--steps={FLAGS.steps} must be at least 1.')
   if FLAGS.precision == 'both' and FLAGS.mode == 'input':

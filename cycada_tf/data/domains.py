@@ -43,7 +43,7 @@ _DOWNLOAD_HOSTS = {
 # UCI digits are 8×8 with ink touching the border; MNIST centres a 20×20 digit in 28×28.
 _CONTENT_FRACTION = {'uci_digits': 20 / 28}
 _PROBE_TIMEOUT_SECONDS = 3.0
-_DIGITS = builders.DIGIT_NAMES
+_DIGITS = builders.base.DIGIT_NAMES
 
 
 @dataclasses.dataclass(frozen=True)

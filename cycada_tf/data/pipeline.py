@@ -136,18 +136,6 @@ def steps_per_epoch(num_examples, global_batch_size):
   return max(1, num_examples // global_batch_size)
 
 
-def distribute(strategy, dataset_fn):
-  """`strategy.distribute_datasets_from_function` with element order kept deterministic.
-
-  `dataset_fn(input_context)` builds one pipeline per worker; forcing deterministic options on
-  its result means parallel maps can never reorder elements between runs.
-  """
-  def deterministic_fn(input_context):
-    return dataset_fn(input_context).with_options(_deterministic_options())
-
-  return strategy.distribute_datasets_from_function(deterministic_fn)
-
-
 def _deterministic_options():
   options = tf.data.Options()
   options.deterministic = True

@@ -15,14 +15,21 @@ import numpy as np
 import tensorflow as tf
 
 from cycada_tf import distribute
+from cycada_tf import losses
 from cycada_tf import metrics as metrics_lib
 from cycada_tf import models
 from cycada_tf import trainer
 from cycada_tf.data import domains
 from cycada_tf.data import pipeline
+from cycada_tf.data import translated
 from cycada_tf.errors import UserError
 
 METRICS_FILE = 'metrics.json'
+# Where `task` writes G_ST(source), read by `task`, `feature` and the bench.
+TRANSLATED_DIR = os.path.join('task', 'translated_source')
+# Stages whose output is a target classifier, and the order in which `export` and `eval` prefer
+# them when none is named.
+CLASSIFIER_STAGES = ('feature', 'task', 'feature_only', 'source', 'target_only')
 
 
 @dataclasses.dataclass
@@ -180,6 +187,105 @@ def _predictor(ctx, classifier):
 
 def accuracy_on(ctx, classifier, domain_spec, split='test'):
   return float(metrics_lib.accuracy(confusion_matrix(ctx, classifier, domain_spec, split)))
+
+
+def fit(ctx, stage):
+  """Trains `stage` into `<model_dir>/<stage.name>/` with the run's strategy and train config."""
+  return trainer.fit(stage, ctx.stage_dir(stage.name), ctx.strategy,
+                     trainer.TrainConfig.from_config(ctx.config.train))
+
+
+def classifier_step(classifier, optimizer, global_batch_size):
+  """The per-replica supervised step: cross-entropy on (images, labels), one Adam update."""
+
+  def replica_step(batch):
+    images, labels = batch
+    with tf.GradientTape() as tape:
+      logits, _ = classifier(images, training=True)
+      loss = losses.average(losses.task_loss(labels, logits), global_batch_size)
+    variables = classifier.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1), labels), tf.float32)
+    return {'loss': loss, 'accuracy': tf.reduce_sum(correct) / global_batch_size}
+
+  return replica_step
+
+
+def supervised_stage(ctx, stage_name, domain_spec, classifier, num_train=None):
+  """A `trainer.Stage` that trains `classifier` on labelled `domain_spec` train images.
+
+  The step of `source`, `target_only` and `task`. `num_train` (train examples per epoch)
+  defaults to the domain's size; `train.bench` passes it to build the step without the data.
+  """
+  section = ctx.config[stage_name]
+  batch_size = int(section.batch_size)
+  if num_train is None:
+    num_train = domains.domain_info(domain_spec, ctx.data_dir).num_examples['train']
+  with ctx.strategy.scope():
+    optimizer = build_optimizer(adam(section), classifier)
+
+  examples_memo = {}  # each shard is preprocessed once; later epochs reshuffle the cache
+
+  def dataset_fn(input_context, epoch):
+    return pipeline.domain_dataset(
+        domain_spec, 'train', ctx.image_shape, batch_size=batch_size, data_dir=ctx.data_dir,
+        shuffle=True, seed=epoch_seed(ctx.seed, epoch), drop_remainder=True,
+        input_context=input_context, cache=ctx.config.data.cache,
+        shuffle_buffer=ctx.config.data.shuffle_buffer, memo=examples_memo)
+
+  return trainer.Stage(
+      name=stage_name,
+      models={'classifier': classifier},
+      optimizers={'classifier': optimizer},
+      replica_step=classifier_step(classifier, optimizer, batch_size),
+      dataset_fn=dataset_fn,
+      steps_per_epoch=pipeline.steps_per_epoch(num_train, batch_size),
+      epochs=int(section.epochs),
+      global_batch_size=batch_size,
+      max_steps=int(ctx.config.max_steps))
+
+
+def test_accuracies(ctx, classifier):
+  """Source-test and target-test accuracy, the numbers every classifier stage reports."""
+  return {
+      'source_test_accuracy': accuracy_on(ctx, classifier, ctx.pair.source),
+      'target_test_accuracy': accuracy_on(ctx, classifier, ctx.pair.target),
+  }
+
+
+def latest_classifier_stage(ctx):
+  """The most adapted finished stage: feature, else task, else source."""
+  for stage_name in ('feature', 'task', 'source'):
+    if ctx.is_done(stage_name):
+      return stage_name
+  raise UserError(f'no finished classifier stage in {ctx.model_dir}; run '
+                  f'`{ctx.command_for("source")}` (or --stage=all) first.')
+
+
+def translated_source_dir(ctx):
+  return os.path.join(ctx.model_dir, TRANSLATED_DIR)
+
+
+def translated_source_spec(ctx):
+  """The domain spec of G_ST(source), written by `task` and read by `feature`."""
+  return translated.PREFIX + translated_source_dir(ctx)
+
+
+def new_generator(config, channels):
+  """A generator as the config describes it (architecture, width, dropout, init, norm)."""
+  model = config.model
+  return models.build_generator(model.generator, channels, dropout=model.generator_dropout,
+                                filters=model.generator_filters, init=model.gan_init,
+                                affine_norm=model.instance_norm_affine)
+
+
+def load_translator(ctx, needed_by):
+  """G_ST from the finished pixel stage (the generator that renders source in target style)."""
+  ctx.require('pixel', needed_by)
+  g_st = build_network(new_generator(ctx.config, ctx.image_shape[-1]), ctx.image_shape)
+  trainer.restore_models(ctx.stage_dir('pixel'), {'g_st': g_st},
+                         what=f'stage {needed_by!r} loading G_ST')
+  return g_st
 
 
 def fit_summary(result):

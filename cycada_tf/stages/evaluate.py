@@ -14,25 +14,12 @@ from cycada_tf.data import domains
 from cycada_tf.errors import UserError
 from cycada_tf.stages import common
 
-# Stages whose output is a target classifier, in the order `export` prefers them.
-CLASSIFIER_STAGES = ('feature', 'task', 'feature_only', 'source', 'target_only')
-
-
-def latest_classifier_stage(ctx):
-  """The most adapted finished stage: feature, else task, else source."""
-  for stage_name in ('feature', 'task', 'source'):
-    if ctx.is_done(stage_name):
-      return stage_name
-  raise UserError(f'no finished classifier stage in {ctx.model_dir}; run '
-                  f'`{ctx.command_for("source")}` (or --stage=all) first.')
-
-
 def run(ctx, eval_stage=None):
   """Evaluates `eval_stage` (default: the latest adapted stage) on the target test split."""
-  eval_stage = eval_stage or latest_classifier_stage(ctx)
-  if eval_stage not in CLASSIFIER_STAGES:
+  eval_stage = eval_stage or common.latest_classifier_stage(ctx)
+  if eval_stage not in common.CLASSIFIER_STAGES:
     raise UserError(f'--eval_stage={eval_stage!r} has no classifier; valid: '
-                    f'{", ".join(CLASSIFIER_STAGES)}.')
+                    f'{", ".join(common.CLASSIFIER_STAGES)}.')
   out_name = os.path.join('eval', eval_stage)
   out_dir = ctx.stage_dir(out_name)
 

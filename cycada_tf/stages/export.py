@@ -26,8 +26,6 @@ from cycada_tf.data import pipeline
 from cycada_tf.data import translated
 from cycada_tf.errors import UserError
 from cycada_tf.stages import common
-from cycada_tf.stages import evaluate
-from cycada_tf.stages import pixel
 
 STAGE = 'export'
 TRANSLATOR_DIR = 'export_translator'
@@ -49,7 +47,7 @@ def run(ctx, evaluate_target=True):
   Raises:
     UserError: if no classifier stage has finished (naming the command that trains one).
   """
-  stage_name = evaluate.latest_classifier_stage(ctx)
+  stage_name = common.latest_classifier_stage(ctx)
   if not ctx.is_chief:
     # Only one worker may create version directories, or two would race for the same number.
     return None
@@ -146,7 +144,7 @@ def _target_accuracies(ctx, loaded, classifier):
 
 def _export_translator(ctx):
   """Exports the pixel stage's G_ST; returns its part of the metrics."""
-  generator = pixel.load_translator(ctx, needed_by=STAGE)
+  generator = common.load_translator(ctx, needed_by=STAGE)
   # G_ST translates *source* images, so its inputs are framed like the source domain's.
   source_fraction = domains.domain_info(ctx.pair.source, ctx.data_dir).content_fraction
   server = serving.TranslatorServer(generator, ctx.image_shape, source_fraction)

@@ -18,10 +18,9 @@ from cycada_tf import losses
 from cycada_tf import models
 from cycada_tf import trainer
 from cycada_tf.data import pipeline
+from cycada_tf.data import translated
 from cycada_tf.errors import UserError
 from cycada_tf.stages import common
-from cycada_tf.stages import source as source_stage
-from cycada_tf.stages import task as task_stage
 
 FROM_STAGES = ('task', 'source')
 SOURCE_ENCODERS = ('init', 'source')
@@ -173,29 +172,47 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
       on_epoch_end=on_epoch_end, max_steps=int(ctx.config.max_steps)), gate
 
 
-def run(ctx):
-  """Adapts f_T's representation to the target domain and writes metrics.json."""
+def build(ctx, fresh=False, num_train=None):
+  """(the `trainer.Stage`, its models): f_T, the source encoder, D_feat, and the gate state.
+
+  f_T and the source encoder come from the finished `from_stage` (and `source` with
+  `source_encoder=source`); `fresh` (the bench) starts new networks instead, with `num_train`
+  examples per epoch, reading G_ST(source) if `task` wrote it, else the source domain.
+  """
   section = ctx.config.feature
   _validate(section, ctx.config.model.feature_discriminator_input)
   stage_name = stage_name_for(ctx.config)
   from_stage = section.from_stage
   encoder_stage = from_stage if section.source_encoder == 'init' else 'source'
-  source_spec = (task_stage.translated_source_spec(ctx) if from_stage == 'task'
-                 else ctx.pair.source)
+  source_spec = ctx.pair.source
+  if from_stage == 'task' and (not fresh or translated.is_complete(
+      common.translated_source_dir(ctx))):
+    source_spec = common.translated_source_spec(ctx)
   with ctx.strategy.scope():
-    f_t = common.load_classifier(ctx, from_stage, needed_by=stage_name)
-    # Never optimised (its outputs are behind stop_gradient), but left trainable: Keras runs a
-    # frozen batch norm in inference mode whatever `training` says, unlike f_T's.
-    source_encoder = common.load_classifier(ctx, encoder_stage, needed_by=stage_name)
+    if fresh:
+      f_t, source_encoder = common.new_classifier(ctx), common.new_classifier(ctx)
+    else:
+      f_t = common.load_classifier(ctx, from_stage, needed_by=stage_name)
+      # Never optimised (its outputs are behind stop_gradient), but left trainable: Keras runs a
+      # frozen batch norm in inference mode whatever `training` says, unlike f_T's.
+      source_encoder = common.load_classifier(ctx, encoder_stage, needed_by=stage_name)
     width = (ctx.config.model.num_classes
              if ctx.config.model.feature_discriminator_input == 'logits'
              else int(f_t(tf.zeros((1,) + ctx.image_shape))[1].shape[-1]))
     discriminator = common.build_network(models.build_feature_discriminator(), (width,))
-  stage, gate = build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name)
-  result = trainer.fit(stage, ctx.stage_dir(stage_name), ctx.strategy,
-                       trainer.TrainConfig.from_config(ctx.config.train))
-  return common.write_stage_metrics(ctx, stage_name, lambda: dict(
-      source_stage.test_accuracies(ctx, f_t), **common.fit_summary(result),
-      initialised_from=from_stage, source_side=source_spec,
+  stage, gate = build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name,
+                            num_train=num_train)
+  return stage, {'classifier': f_t, 'source_encoder': source_encoder,
+                 'discriminator': discriminator, 'gate': gate, 'source_side': source_spec}
+
+
+def run(ctx):
+  """Adapts f_T's representation to the target domain and writes metrics.json."""
+  stage, networks = build(ctx)
+  result = common.fit(ctx, stage)
+  from_stage = ctx.config.feature.from_stage
+  return common.write_stage_metrics(ctx, stage.name, lambda: dict(
+      common.test_accuracies(ctx, networks['classifier']), **common.fit_summary(result),
+      initialised_from=from_stage, source_side=networks['source_side'],
       initial_target_test_accuracy=ctx.read_metrics(from_stage)['target_test_accuracy'],
-      f_t_updates=int(gate.updates.numpy())))
+      f_t_updates=int(networks['gate'].updates.numpy())))

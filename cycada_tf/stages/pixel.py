@@ -47,14 +47,6 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
                 decay_steps=self.decay_steps)
 
 
-def new_generator(config, channels):
-  """A generator as the config describes it (architecture, width, dropout)."""
-  model = config.model
-  return models.build_generator(model.generator, channels, dropout=model.generator_dropout,
-                                filters=model.generator_filters, init=model.gan_init,
-                                affine_norm=model.instance_norm_affine)
-
-
 def new_image_discriminator(config):
   model = config.model
   return models.build_image_discriminator(
@@ -69,8 +61,8 @@ class Translators:
   NAMES = ('g_st', 'g_ts', 'd_t', 'd_s')
 
   def __init__(self, config, image_shape):
-    self.g_st = new_generator(config, image_shape[-1])
-    self.g_ts = new_generator(config, image_shape[-1])
+    self.g_st = common.new_generator(config, image_shape[-1])
+    self.g_ts = common.new_generator(config, image_shape[-1])
     self.d_t = new_image_discriminator(config)
     self.d_s = new_image_discriminator(config)
     for network in self.as_dict().values():
@@ -78,15 +70,6 @@ class Translators:
 
   def as_dict(self):
     return {name: getattr(self, name) for name in self.NAMES}
-
-
-def load_translator(ctx, needed_by):
-  """G_ST from the finished pixel stage (the generator that renders source in target style)."""
-  ctx.require('pixel', needed_by)
-  g_st = common.build_network(new_generator(ctx.config, ctx.image_shape[-1]), ctx.image_shape)
-  trainer.restore_models(ctx.stage_dir('pixel'), {'g_st': g_st},
-                         what=f'stage {needed_by!r} loading G_ST')
-  return g_st
 
 
 def generator_losses(nets, classifier, section, xs, ys, xt):
@@ -253,21 +236,31 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
   return stage, nets, samples
 
 
+def build(ctx, fresh=False, num_train=None):
+  """(the `trainer.Stage`, its models): G_ST, G_TS, D_T, D_S (`translators`) and f_S.
+
+  f_S is the finished source stage's, frozen; `fresh` (the bench) builds a new one instead and
+  skips the summary images, with `num_train` examples per epoch, so no data or stage is needed.
+  """
+  with ctx.strategy.scope():
+    classifier = (common.new_classifier(ctx) if fresh
+                  else common.load_classifier(ctx, 'source', needed_by='pixel'))
+  stage, nets, _ = build_stage(ctx, classifier, num_train=num_train, with_samples=not fresh)
+  return stage, {'translators': nets, 'classifier': classifier}
+
+
 def run(ctx):
   """Trains the translators against the frozen f_S and writes metrics.json and the PNG grid."""
-  with ctx.strategy.scope():
-    classifier = common.load_classifier(ctx, 'source', needed_by='pixel')
-  stage, nets, samples = build_stage(ctx, classifier)
-  result = trainer.fit(stage, ctx.stage_dir('pixel'), ctx.strategy,
-                       trainer.TrainConfig.from_config(ctx.config.train))
+  stage, networks = build(ctx)
+  result = common.fit(ctx, stage)
+  nets, classifier = networks['translators'], networks['classifier']
 
   def payload():  # on the chief only (see common.write_stage_metrics)
     values = dict(common.fit_summary(result), **translated_accuracies(ctx, nets, classifier))
     values['fs_target_accuracy'] = common.accuracy_on(ctx, classifier, ctx.pair.target)
-    if samples is not None:
-      png = os.path.join(ctx.stage_dir('pixel'), TRANSLATION_PNG)
-      summaries.save_png(samples.grid(), png)
-      values['translations_png'] = png
+    png = os.path.join(ctx.stage_dir('pixel'), TRANSLATION_PNG)
+    summaries.save_png(_SampleImages(ctx, nets).grid(), png)
+    values['translations_png'] = png
     return values
 
   return common.write_stage_metrics(ctx, 'pixel', payload)

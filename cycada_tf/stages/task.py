@@ -20,20 +20,8 @@ from cycada_tf.data import pipeline
 from cycada_tf.data import translated
 from cycada_tf.errors import UserError
 from cycada_tf.stages import common
-from cycada_tf.stages import pixel
-from cycada_tf.stages import source as source_stage
 
-INIT_FROM = ('source', 'scratch')
-TRANSLATED_DIR = 'translated_source'
-
-
-def translated_source_dir(ctx):
-  return os.path.join(ctx.stage_dir('task'), TRANSLATED_DIR)
-
-
-def translated_source_spec(ctx):
-  """The domain spec of G_ST(source); the feature stage reads it too."""
-  return translated.PREFIX + translated_source_dir(ctx)
+INIT_FROM = ('scratch', 'source')
 
 
 def pixel_checkpoint_id(ctx):
@@ -56,7 +44,7 @@ def pixel_checkpoint_id(ctx):
 
 def translate_source(ctx):
   """Renders the source train/test splits in target style, unless done with this G_ST already."""
-  directory = translated_source_dir(ctx)
+  directory = common.translated_source_dir(ctx)
   produced_by = pixel_checkpoint_id(ctx)
   if not ctx.is_chief:
     # Only the chief writes into model_dir; the other workers read its copy when complete and
@@ -74,7 +62,7 @@ def translate_source(ctx):
   if translated.is_complete(directory):
     print(f'[task] {directory} was translated with another pixel checkpoint; translating again',
           flush=True)
-  g_st = pixel.load_translator(ctx, needed_by='task')
+  g_st = common.load_translator(ctx, needed_by='task')
   info = domains.domain_info(ctx.pair.source, ctx.data_dir)
   datasets = {split: pipeline.domain_dataset(
       ctx.pair.source, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
@@ -86,22 +74,39 @@ def translate_source(ctx):
   return directory
 
 
-def run(ctx):
-  """Trains the pixel-only f_T and writes metrics.json (target_test_accuracy and friends)."""
-  section = ctx.config.task
+def build(ctx, fresh=False, num_train=None):
+  """(the `trainer.Stage`, its models): f_T and the supervised step on G_ST(source).
+
+  f_T is new, or f_S's weights with `task.init_from=source`. `fresh` (the bench) always starts
+  a new network and needs no finished stage; `num_train` is then the examples per epoch.
+  """
+  section = _checked(ctx.config.task)
+  with ctx.strategy.scope():
+    classifier = (common.load_classifier(ctx, 'source', needed_by='task')
+                  if section.init_from == 'source' and not fresh
+                  else common.new_classifier(ctx))
+  stage = common.supervised_stage(ctx, 'task', common.translated_source_spec(ctx), classifier,
+                                  num_train)
+  return stage, {'classifier': classifier}
+
+
+def _checked(section):
   if section.init_from not in INIT_FROM:
     raise UserError(f'--config.task.init_from={section.init_from!r}; valid: '
                     f'{", ".join(INIT_FROM)}.')
+  return section
+
+
+def run(ctx):
+  """Trains the pixel-only f_T and writes metrics.json (target_test_accuracy and friends)."""
+  _checked(ctx.config.task)  # before the translation, which takes a while
   ctx.require('pixel', needed_by='task')
   translate_source(ctx)
-  spec = translated_source_spec(ctx)
-  with ctx.strategy.scope():
-    classifier = (common.load_classifier(ctx, 'source', needed_by='task')
-                  if section.init_from == 'source' else common.new_classifier(ctx))
-  stage = source_stage.supervised_stage(ctx, 'task', spec, classifier)
-  result = trainer.fit(stage, ctx.stage_dir('task'), ctx.strategy,
-                       trainer.TrainConfig.from_config(ctx.config.train))
+  stage, networks = build(ctx)
+  result = common.fit(ctx, stage)
+  classifier, spec = networks['classifier'], common.translated_source_spec(ctx)
   return common.write_stage_metrics(ctx, 'task', lambda: dict(
-      source_stage.test_accuracies(ctx, classifier),
+      common.test_accuracies(ctx, classifier),
       translated_source_test_accuracy=common.accuracy_on(ctx, classifier, spec),
-      trained_on=spec, initialised_from=section.init_from, **common.fit_summary(result)))
+      trained_on=spec, initialised_from=ctx.config.task.init_from,
+      **common.fit_summary(result)))

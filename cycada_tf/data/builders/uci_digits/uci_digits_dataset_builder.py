@@ -7,7 +7,7 @@ the split is stratified and fixed (1,437 train / 360 test) so results are compar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cycada_tf.data import builders
+from cycada_tf.data.builders import base
 
 NUM_TEST = 360
 
@@ -17,7 +17,7 @@ def to_uint8(images):
   return np.round(np.asarray(images, np.float64) * 255.0 / 16.0).astype(np.uint8)
 
 
-class UciDigits(builders.BundledDigitsBuilder):
+class UciDigits(base.BundledDigitsBuilder):
   """UCI optical recognition of handwritten digits (the sklearn `load_digits` copy)."""
 
   VERSION = tfds.core.Version('1.0.0')

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cycada_tf.data import builders
+from cycada_tf.data.builders import base
 
 URL = 'https://hastie.su.domains/ElemStatLearn/datasets/'
 FILES = {'train': 'zip.train', 'test': 'zip.test'}
@@ -64,8 +64,8 @@ def find_manual_files(manual_dir):
   if not manual_dir or not os.path.isdir(manual_dir):
     return None
   found = {}
-  for split, base in FILES.items():
-    for candidate in (base + '.gz', base):
+  for split, stem in FILES.items():
+    for candidate in (stem + '.gz', stem):
       path = os.path.join(manual_dir, candidate)
       if os.path.isfile(path):
         found[split] = path
@@ -73,7 +73,7 @@ def find_manual_files(manual_dir):
   return found if len(found) == len(FILES) else None
 
 
-class Usps(builders.LocalCodeBuilder):
+class Usps(base.LocalCodeBuilder):
   """USPS digits, 16×16 grey, from The Elements of Statistical Learning's data page."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -87,7 +87,7 @@ class Usps(builders.LocalCodeBuilder):
         description='USPS digits (16x16, values in [-1, 1] scaled to 0..255).',
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Image(shape=(SIDE, SIDE, 1)),
-            'label': tfds.features.ClassLabel(names=builders.DIGIT_NAMES),
+            'label': tfds.features.ClassLabel(names=base.DIGIT_NAMES),
         }),
         supervised_keys=('image', 'label'),
         homepage='https://hastie.su.domains/ElemStatLearn/data.html',
