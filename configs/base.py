@@ -85,6 +85,7 @@ def get_config():
       source_encoder='init',    # init: frozen copy of the starting model (release) | source: f_S
       gate_threshold=0.6,
       gate_window=1,            # steps averaged for the gate (segmentation: 100)
+      stop_patience_epochs=1,   # idle epochs in a row that stop the stage (release: 1)
       # shorter: zip(source_loader, target_loader) ends with the smaller domain (release) | longer
       epoch_length='shorter',
       # train: the source encoder and f_T both in training mode, dropout on (release's

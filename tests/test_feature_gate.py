@@ -30,3 +30,15 @@ def test_epoch_without_update_stops():
   reason = feature.no_update_stop_reason(4, {'updated': 0.0, 'discriminator_accuracy': 0.5})
   assert reason and 'epoch 5' in reason
   assert feature.no_update_stop_reason(4, {'updated': 0.01}) is None
+
+
+def test_patience_counts_idle_epochs_in_a_row():
+  gate = feature.GateState(window=1)
+  idle, busy = {'updated': 0.0}, {'updated': 0.5}
+  assert feature.no_update_stop_reason(0, idle, gate.idle_epochs, patience=3) is None
+  assert feature.no_update_stop_reason(1, busy, gate.idle_epochs, patience=3) is None
+  assert int(gate.idle_epochs.numpy()) == 0  # an update resets the run
+  assert feature.no_update_stop_reason(2, idle, gate.idle_epochs, patience=3) is None
+  assert feature.no_update_stop_reason(3, idle, gate.idle_epochs, patience=3) is None
+  reason = feature.no_update_stop_reason(4, idle, gate.idle_epochs, patience=3)
+  assert reason and 'epochs 3–5' in reason

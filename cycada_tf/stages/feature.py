@@ -54,6 +54,8 @@ class GateState(tf.Module):
     self.history = tf.Variable(tf.zeros([self.window]), trainable=False, name='history')
     self.seen = tf.Variable(0, dtype=tf.int64, trainable=False, name='seen')
     self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='updates')
+    # Consecutive epochs, up to the last one finished, in which f_T was never updated.
+    self.idle_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name='idle_epochs')
 
   def record(self, accuracy):
     """Adds this step's global D accuracy and returns the mean over the window so far."""
@@ -69,11 +71,22 @@ def gate_open(window_accuracy, threshold):
   return window_accuracy > threshold
 
 
-def no_update_stop_reason(epoch, epoch_means):
-  """The stop rule: an epoch in which the gate never opened ends feature adaptation."""
-  if epoch_means.get('updated', 1.0) == 0.0:
-    return (f'no f_T update in epoch {epoch + 1}: D_feat accuracy never exceeded the gate '
-            f'threshold, so no suitable discriminator was found (paper appendix 6.1)')
+def no_update_stop_reason(epoch, epoch_means, idle_epochs=None, patience=1):
+  """The stop rule: `patience` epochs in a row in which the gate never opened end adaptation.
+
+  The release stops after one such epoch (`patience=1`). `idle_epochs` (a `GateState`'s
+  counter, checkpointed) carries the run of idle epochs across calls and resumes.
+  """
+  idle = epoch_means.get('updated', 1.0) == 0.0
+  if idle_epochs is None:
+    count = int(idle)
+  else:
+    idle_epochs.assign(idle_epochs + 1 if idle else 0)
+    count = int(idle_epochs.numpy())
+  if idle and count >= max(int(patience), 1):
+    span = f'epoch {epoch + 1}' if count == 1 else f'epochs {epoch + 2 - count}–{epoch + 1}'
+    return (f'no f_T update in {span}: D_feat accuracy never exceeded the gate threshold, so '
+            f'no suitable discriminator was found (paper appendix 6.1)')
   return None
 
 
@@ -158,7 +171,8 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
     if ctx.is_chief:
       tf.summary.scalar('monitor/target_test_accuracy',
                         common.accuracy_on(ctx, f_t, ctx.pair.target))
-    return no_update_stop_reason(epoch, epoch_means)
+    return no_update_stop_reason(epoch, epoch_means, gate.idle_epochs,
+                                 section.stop_patience_epochs)
 
   return trainer.Stage(
       name=stage_name,
