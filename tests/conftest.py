@@ -1,6 +1,64 @@
-"""Shared fixtures. Tests never touch ~/tensorflow_datasets: every TFDS call gets a tmp data_dir."""
+"""Shared fixtures and helpers. Tests never touch ~/tensorflow_datasets: every TFDS call gets a
+tmp data_dir.
+
+Helpers used by several test modules live here (import them with `from tests.conftest import
+...`): the repository root, running a snippet in a fresh interpreter (logical CPUs need a new
+process), the tiny uci_mnist config and its context, and reading TensorBoard scalars.
+"""
+
+import os
+import subprocess
+import sys
 
 import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(script, expect, timeout=240, argv=()):
+  """Runs `script` (with `argv`) with the repo importable; fails unless stdout has `expect`."""
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
+  result = subprocess.run([sys.executable, '-c', script, *argv], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+  assert expect in result.stdout, result.stderr[-3000:]
+
+
+def tiny_config(**max_steps):
+  """uci_mnist's config with narrow networks, small batches and few steps per stage."""
+  from configs import uci_mnist  # pylint: disable=g-import-not-at-top
+  config = uci_mnist.get_config()
+  config.model.update(generator_filters=8, discriminator_filters=8)
+  config.train.update(log_every_steps=5, checkpoint_every_steps=10, steps_per_call=5)
+  config.source.update(batch_size=32, epochs=1)
+  config.target_only.update(batch_size=32, epochs=1)
+  config.pixel.update(batch_size=16, epochs=1, decay_epochs=0, image_every_steps=10)
+  config.task.update(batch_size=32, epochs=1)
+  config.feature.update(batch_size=32, epochs=2, learning_rate=1e-3,
+                        discriminator_learning_rate=1e-3)
+  config.eval.batch_size = 250
+  for key, value in max_steps.items():
+    config[key] = value
+  return config
+
+
+def make_context(model_dir, data_dir, config=None):
+  from cycada_tf.data import pairs  # pylint: disable=g-import-not-at-top
+  from cycada_tf.stages import common  # pylint: disable=g-import-not-at-top
+  return common.Context(config=config or tiny_config(), pair=pairs.PAIRS['uci_mnist'],
+                        model_dir=str(model_dir), data_dir=data_dir)
+
+
+def scalars(event_dir, tag):
+  """The values of one TensorBoard scalar, in step order."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  values = []
+  for name in sorted(os.listdir(event_dir)):
+    for record in tf.data.TFRecordDataset(os.path.join(event_dir, name)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.tag == tag:
+          values.append((event.step, float(tf.make_ndarray(value.tensor))))
+  return [v for _, v in sorted(values)]
 
 
 @pytest.fixture(scope='session')

@@ -6,7 +6,7 @@ logical CPU devices can only be configured before TensorFlow initialises:
   python tests/replica_check.py --stages=source,pixel --replicas=2 --data_dir=D --out=DIR
 
 The stage comes from the real builders (`source.supervised_stage`, `pixel.build_stage`,
-`feature.build_stage`) on `tests.test_stages.tiny_config()`, run through `trainer.fit`, so what is
+`feature.build_stage`) on `tests.test_helpers.tiny_config()`, run through `trainer.fit`, so what is
 compared is exactly what training does. Its input is the stage's own `dataset_fn`: with one worker
 the dataset is built once and MirroredStrategy deals consecutive per-replica batches to replicas 0,
 1, ..., so the N-replica global batch is the same examples, in the same order, as the 1-replica one.
@@ -51,10 +51,10 @@ def build(stage_name, strategy, data_dir, model_dir):
   from cycada_tf.stages import common
   from cycada_tf.stages import feature
   from cycada_tf.stages import pixel
-  from tests import test_stages
+  from tests import conftest as test_helpers
 
-  config = test_stages.tiny_config(max_steps=0)
-  ctx = test_stages.make_context(model_dir, data_dir, config)
+  config = test_helpers.tiny_config(max_steps=0)
+  ctx = test_helpers.make_context(model_dir, data_dir, config)
   ctx.strategy = strategy
   keras.utils.set_random_seed(ctx.seed)
   if stage_name in ('source', 'dtn', 'dtn_local_bn'):
@@ -98,7 +98,7 @@ def run_stage(stage_name, strategy, args):
   """Trains `stage_name` for `args.steps` steps; returns its arrays keyed `<stage>/<what>/...`."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from cycada_tf import trainer
-  from tests import test_stages
+  from tests import conftest as test_helpers
 
   stage, local_state = build(stage_name, strategy, args.data_dir, args.out)
   stage.max_steps = STEPS.get(stage_name, args.steps)
@@ -110,7 +110,7 @@ def run_stage(stage_name, strategy, args):
   events = os.path.join(stage_dir, 'train')
   for tag in sorted(_scalar_tags(events)):
     if tag != 'examples_per_second':
-      arrays[f'{stage_name}/metric/{tag}'] = np.array(test_stages.scalars(events, tag))
+      arrays[f'{stage_name}/metric/{tag}'] = np.array(test_helpers.scalars(events, tag))
   for name, model in stage.models.items():
     for variable in model.weights:
       arrays[f'{stage_name}/var/{name}/{variable.path}'] = np.asarray(variable.numpy())

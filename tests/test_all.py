@@ -1,13 +1,16 @@
 """`--stage=all` on a tiny config: every stage runs, and a rerun after a kill resumes."""
 
+import pytest
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
+
+# End-to-end, multi-process or benchmark: excluded from the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
 
 TINY = ['--config.model.generator_filters=8', '--config.model.discriminator_filters=8',
         '--config.source.epochs=1', '--config.source.batch_size=32',

@@ -6,7 +6,6 @@ so a counter that misses backprop convolutions or counts pruned ones fails here.
 
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -25,7 +24,10 @@ from cycada_tf.errors import UserError
 from cycada_tf.stages import common
 from train import bench
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
+
+# End-to-end, multi-process or benchmark: excluded from the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
 # LeNet training step per example: forward conv1 + conv2 + fc + logits MACs ×2, backward the same
 # twice except conv1's input gradient (images need none), which TF prunes.
 _CONV1, _CONV2 = 24 * 24 * 25 * 20, 8 * 8 * 25 * 20 * 50

@@ -5,6 +5,9 @@ import tensorflow as tf
 
 from train import bench_ops
 
+# End-to-end, multi-process or benchmark: excluded from the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.bfloat16])
 def test_every_op_is_timed_for_both_implementations(dtype):

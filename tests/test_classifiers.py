@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from cycada_tf import errors
 from cycada_tf import models
-from tests import scripts
+from tests import conftest
 
 
 def _built(name, batch=2, seed=0):
@@ -160,4 +160,4 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent('''
 
 
 def test_all_networks_train_under_two_replica_mirrored_strategy():
-  scripts.run_python(_DISTRIBUTED_SCRIPT, expect='DISTRIBUTED_OK')
+  conftest.run_python(_DISTRIBUTED_SCRIPT, expect='DISTRIBUTED_OK')

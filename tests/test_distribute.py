@@ -24,7 +24,10 @@ from cycada_tf import distribute
 from cycada_tf.data import pipeline
 from cycada_tf.errors import UserError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
+
+# End-to-end, multi-process or benchmark: excluded from the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
 STAGES = 'source,dtn,pixel,feature'
 
 

@@ -15,8 +15,8 @@ from cycada_tf import trainer
 from cycada_tf import workflow
 from cycada_tf.stages import common
 from cycada_tf.stages import feature
-from tests.test_stages import make_context
-from tests.test_stages import tiny_config
+from tests.conftest import make_context
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope='module')

@@ -1,14 +1,13 @@
 """`python -m train.inspect` end to end, as a user runs it."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 from PIL import Image
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO as _REPO
 
 
 def _inspect(*args):

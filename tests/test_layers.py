@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from cycada_tf import models
-from tests import scripts
+from tests import conftest
 
 
 def _inputs(shape, seed=0):
@@ -170,7 +170,7 @@ _REPLICA_SCRIPT = textwrap.dedent('''
 
 
 def test_two_replicas_apply_the_one_replica_masks():
-  scripts.run_python(_REPLICA_SCRIPT, expect='REPLICA_MASKS_OK')
+  conftest.run_python(_REPLICA_SCRIPT, expect='REPLICA_MASKS_OK')
 
 
 def _random_ops(layer, spec):

@@ -1,6 +1,5 @@
 """The command line: validation errors, config overrides, and resuming a killed run."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
 
 
 def run_main(*args, timeout=300):

@@ -18,6 +18,7 @@ with different umasks (chief 022, other 027), so a file or directory the non-chi
 model_dir would show up without the world-read bit whatever code path wrote it.
 """
 
+import pytest
 import collections
 import json
 import os
@@ -41,7 +42,10 @@ from cycada_tf.data import translated
 from cycada_tf.stages import common
 from train import main as train_main
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
+
+# End-to-end, multi-process or benchmark: excluded from the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
 STEPS = 3 * 44  # 3 epochs of 1,437 UCI digits in global batches of 32
 SOURCE_FLAGS = ['--stage=source', '--config.source.epochs=3', '--config.source.batch_size=32',
                 '--config.train.checkpoint_every_steps=10', '--config.train.log_every_steps=10',

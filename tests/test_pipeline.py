@@ -1,7 +1,6 @@
 """Preprocessing and batching: shapes, value range, seeding, and 2-replica distribution."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ import tensorflow as tf
 from cycada_tf.data import pipeline
 from cycada_tf.errors import UserError
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO as _REPO
 
 
 def test_uci_digit_is_padded_like_mnist():

@@ -11,8 +11,8 @@ import tensorflow as tf
 from cycada_tf import trainer
 from cycada_tf.stages import common
 from cycada_tf.stages import pixel
-from tests.test_stages import make_context
-from tests.test_stages import tiny_config
+from tests.conftest import make_context
+from tests.conftest import tiny_config
 
 
 def image_steps(event_dir, tag='translations'):

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from tests.scripts import REPO
-from tests.scripts import run_python
+from tests.conftest import REPO
+from tests.conftest import run_python
 
 pytestmark = pytest.mark.slow
 
@@ -91,14 +91,14 @@ import tensorflow as tf
 from cycada_tf import distribute, models, trainer
 from cycada_tf.data import pipeline
 from cycada_tf.stages import common, feature, pixel
-from tests import test_stages
+from tests import conftest as test_helpers
 
 strategy = distribute.create_strategy('auto', cpu_replicas=2)
 model_dir, data_dir = sys.argv[1], sys.argv[2]
-config = test_stages.tiny_config()
+config = test_helpers.tiny_config()
 config.pixel.update(batch_size=64, epoch_length='shorter')
 config.source.batch_size = 64
-ctx = test_stages.make_context(model_dir, data_dir, config)
+ctx = test_helpers.make_context(model_dir, data_dir, config)
 ctx.strategy = strategy
 
 def key(image):

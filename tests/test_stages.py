@@ -10,49 +10,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import uci_mnist
 from cycada_tf import trainer
 from cycada_tf import workflow
-from cycada_tf.data import pairs
 from cycada_tf.data import pipeline
 from cycada_tf.data import translated
 from cycada_tf.errors import UserError
 from cycada_tf.stages import common
 from cycada_tf.stages import pixel
-
-
-def tiny_config(**max_steps):
-  """uci_mnist's config with narrow networks, small batches and few steps per stage."""
-  config = uci_mnist.get_config()
-  config.model.update(generator_filters=8, discriminator_filters=8)
-  config.train.update(log_every_steps=5, checkpoint_every_steps=10, steps_per_call=5)
-  config.source.update(batch_size=32, epochs=1)
-  config.target_only.update(batch_size=32, epochs=1)
-  config.pixel.update(batch_size=16, epochs=1, decay_epochs=0, image_every_steps=10)
-  config.task.update(batch_size=32, epochs=1)
-  config.feature.update(batch_size=32, epochs=2, learning_rate=1e-3,
-                        discriminator_learning_rate=1e-3)
-  config.eval.batch_size = 250
-  for key, value in max_steps.items():
-    config[key] = value
-  return config
-
-
-def make_context(model_dir, data_dir, config=None):
-  return common.Context(config=config or tiny_config(), pair=pairs.PAIRS['uci_mnist'],
-                        model_dir=str(model_dir), data_dir=data_dir)
-
-
-def scalars(event_dir, tag):
-  """The values of one TensorBoard scalar, in step order."""
-  values = []
-  for name in sorted(os.listdir(event_dir)):
-    for record in tf.data.TFRecordDataset(os.path.join(event_dir, name)):
-      event = tf.compat.v1.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.tag == tag:
-          values.append((event.step, float(tf.make_ndarray(value.tensor))))
-  return [v for _, v in sorted(values)]
+from tests.conftest import make_context
+from tests.conftest import scalars
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope='module')

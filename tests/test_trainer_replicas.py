@@ -9,7 +9,7 @@ batches; cutting epochs in global steps instead (the old bug) ran out of data ha
 
 import pytest
 
-from tests.scripts import run_python
+from tests.conftest import run_python
 
 SCRIPT = r'''
 import sys

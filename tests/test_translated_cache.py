@@ -15,8 +15,8 @@ from cycada_tf.data import pipeline
 from cycada_tf.data import translated
 from cycada_tf.stages import common
 from cycada_tf.stages import task
-from tests.test_stages import make_context
-from tests.test_stages import tiny_config
+from tests.conftest import make_context
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(name='ctx')
