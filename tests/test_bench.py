@@ -114,6 +114,21 @@ def test_both_precisions_are_timed_alternately_in_one_process():
   assert result['peak_matmul_gflops_bf16'] > 0
 
 
+def test_both_kernel_paths_are_timed_alternately_and_named():
+  result = run_bench('--stage=pixel', '--kernels=both', '--config.pixel.batch_size=4',
+                     '--config.model.generator_filters=8', '--config.model.discriminator_filters=8',
+                     '--config.train.steps_per_call=1')
+  assert result['kernels'] == 'both' and isinstance(result['cpu_flags'], list)
+  for path in ('stock', 'cpu_tuned'):
+    assert result[path]['kernels'] == path and result[path]['metrics_finite']
+    assert result[path]['flops_per_example'] > 0
+  ratios = [t / s for s, t in zip(result['stock']['examples_per_second_windows'],
+                                  result['cpu_tuned']['examples_per_second_windows'])]
+  assert result['cpu_tuned_speedup'] == pytest.approx(sorted(ratios)[1], rel=0.02)
+  single = run_bench('--stage=source', '--config.source.batch_size=8')
+  assert single['kernels'] == 'cpu_tuned'  # auto, on this CPU-only machine
+
+
 def test_calls_alternate_their_order_so_drift_hits_both_precisions_alike():
   calls = []
 
