@@ -1,4 +1,4 @@
-"""Shared defaults for every digit experiment (SPEC §3): LeNet-sized 28×28×1 images.
+"""Shared defaults for every digit experiment (docs/method.md §3): LeNet-sized 28×28×1 images.
 
 Each pair's config file starts from `get_config()` here and changes only what differs, so an
 override such as `--config.source.epochs=5` means the same thing for every pair.

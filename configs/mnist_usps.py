@@ -1,4 +1,4 @@
-"""MNIST → USPS (SPEC §3): LeNet, 28×28×1, the release's hyper-parameters."""
+"""MNIST → USPS (docs/method.md §3): LeNet, 28×28×1, the release's hyper-parameters."""
 
 from configs import base
 

@@ -1,4 +1,4 @@
-"""SVHN → MNIST (SPEC §3): DTN on 32×32×3, ResNet-9 generators and PatchGAN, as in the release."""
+"""SVHN → MNIST (docs/method.md §3): DTN on 32×32×3, ResNet-9 generators, PatchGAN, as released."""
 
 from configs import base
 

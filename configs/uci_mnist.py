@@ -1,4 +1,4 @@
-"""UCI optical digits → MNIST (offline default, SPEC §6): LeNet, 28×28×1.
+"""UCI optical digits → MNIST (offline default, docs/method.md §6): LeNet, 28×28×1.
 
 How each setting that differs from `base` was chosen (never from target-test accuracy):
 - Half-width generators and 10 pixel epochs: the compute budget of a 2-core CPU (the pixel

@@ -1,4 +1,4 @@
-"""CyCADA's losses (SPEC §1, §3) as per-example tensors.
+"""CyCADA's losses (docs/method.md §1, §3) as per-example tensors.
 
 Every loss here returns one value per example, shape [B]: score maps and pixels are reduced per
 example first, by their mean. The caller turns that into the scalar to minimise with `average`
@@ -37,7 +37,7 @@ def _as_float(x):
 
 
 def task_loss(labels, logits, ignore_label=255):
-  """Softmax cross-entropy per example (SPEC §1 L_task).
+  """Softmax cross-entropy per example (docs/method.md §1, Eq. 1 L_task).
 
   Classification: logits [B, C], labels [B] → [B]. Segmentation: logits [B, H, W, C], labels
   [B, H, W] → [B], the mean over the pixels whose label is not `ignore_label`; an example with no

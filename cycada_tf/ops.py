@@ -1,19 +1,26 @@
 """Small tensor ops whose TensorFlow defaults are slow on CPU.
 
-`reflect_pad_2d` exists because TF's reflection padding (`MirrorPad` and its gradient
-`MirrorPadGrad`) is slow on CPU: profiling the release pixel step (two ResNet-9 generators, batch
-100, 32×32) showed the gradient taking 8 % of the step, more than any op but the convolutions,
-and the forward pass of a 100×8×8×256 tensor takes 4.45 ms in bfloat16 (5.52 in float32), several
-times a plain copy. Here the forward pass gathers the mirrored rows, then columns (0.82 ms in
-bfloat16, 2.94 in float32; `python -m train.bench_ops`), and the gradient folds the mirrored borders back with slices,
-reversals, zero pads and adds, all ordinary vectorised kernels. Values and gradients are
-identical to `MirrorPad`'s.
+These run only on the `cpu_tuned` kernel path (`config.train.kernels`, see cycada_tf/kernels.py):
+the layers in `cycada_tf.models` call them when `kernels.cpu_tuned()` is true and TF's own ops
+otherwise. `leaky_relu` is the exception: the discriminators always use it, because it fixes a
+graph rewrite rather than a slow kernel. The timings behind each choice come from
+`python -m train.bench_ops` and `python -m train.bench`; see docs/performance.md ("What was
+changed after profiling").
 
-`conv2d` exists because oneDNN's bfloat16 filter gradient (`Conv2DBackpropFilter`) is
-barely faster than its float32 one for the ResNet-9 residual convolutions (3×3, 256 → 256
-channels on 10×10 padded maps): 199 against 182 GFLOP/s here, while the forward convolution
-gains 1.7× and the input gradient 2.3×. See its docstring. `conv2d_transpose` applies the same
-swap to transposed convolutions, and `transpose` moves bfloat16 tensors faster than TF's kernel.
+`reflect_pad_2d` exists because TF's reflection padding (`MirrorPad` and its gradient
+`MirrorPadGrad`) is slow on CPU. ResNet-9 pads before every 3×3 convolution, and in a profile of
+the release pixel step (two ResNet-9 generators, batch 100, 32×32) the gradient took more time
+than any op but the convolutions; the forward kernel is several times slower than a plain copy.
+Here the forward pass gathers the mirrored rows, then columns, and the gradient folds the
+mirrored borders back with slices, reversals, zero pads and adds, all ordinary vectorised
+kernels. Values and gradients are identical to `MirrorPad`'s.
+
+`conv2d` exists because oneDNN's bfloat16 filter gradient (`Conv2DBackpropFilter`) is barely
+faster than its float32 one for the ResNet-9 residual convolutions (3×3, 256 → 256 channels on
+10×10 padded maps), while the forward convolution and the input gradient do gain from bfloat16,
+so the filter gradient holds back the bfloat16 step. See its docstring. `conv2d_transpose`
+applies the same swap to transposed convolutions, and `transpose` moves bfloat16 tensors faster
+than TF's kernel.
 """
 
 import tensorflow as tf
@@ -81,14 +88,14 @@ def reflect_pad_2d(images, pad):
 
 
 # Largest padded input height and width for which `conv2d` swaps the filter gradient: the
-# swapped convolution's kernel is the output map, and beyond this size it is slower (measured:
-# 3×3 convs with 64 channels on 34×34 maps ran at 223 GFLOP/s swapped against 298 native).
+# swapped convolution's kernel is the output map, so the swap loses its advantage as maps grow;
+# on 34×34 maps (3×3 convs, 64 channels) it was slower than TF's kernel (docs/performance.md).
 SWAPPED_FILTER_GRADIENT_MAX_SIZE = 18
 # Fewest input channels for the swap (the swapped convolution's batch is the channel count), by
-# stride. Stride 1 was measured faster at 128 and 256 channels on 10×10 maps (261 and 292 against
-# 206 and 199 GFLOP/s); stride 2 (PatchGAN's 4×4 convs, batch 100) at 64 channels on 18×18 padded
-# maps (255 against 146) and 128 on 10×10 (271 against 121), but slower at 3 (67 against 120).
-# Other counts are left to TF's kernel, as they were not measured.
+# stride: the smallest counts at which the swap was timed faster than TF's kernel. Stride 1: 128
+# and 256 channels on 10×10 maps. Stride 2 (PatchGAN's 4×4 convs, batch 100): 64 channels on
+# 18×18 padded maps and 128 on 10×10, but not 3 channels, where TF's kernel was faster. Other
+# counts are left to TF's kernel, as they were not timed. The figures are in docs/performance.md.
 SWAPPED_FILTER_GRADIENT_MIN_CHANNELS = {1: 128, 2: 64}
 
 
@@ -105,10 +112,9 @@ def transpose(x, perm):
   """`tf.transpose`, with bfloat16 tensors moved as their uint16 bits.
 
   Why: TF on CPU transposes bfloat16 with oneDNN's reorder, which is slow for the permutations
-  here; the same bits as uint16 take TF's generic transpose kernel. Measured on this machine
-  (`python -m train.bench_ops --shape=...`, forward): [100, 10, 10, 256] reversed to
-  [256, 10, 10, 100] (the swapped filter gradient's input) 3.61 against 2.46 ms,
-  [100, 32, 32, 64] to [32, 32, 100, 64] (an instance norm's view) 2.48 against 1.83 ms.
+  used here (the swapped filter gradient's [C, H, W, N] input, an instance norm's [H, W, N, C]
+  view); the same bits as uint16 take TF's generic transpose kernel, which is faster for them
+  (timed by `python -m train.bench_ops --shape=...`; see docs/performance.md).
   Values are the same bits; the gradient is the inverse permutation, moved the same way.
   """
   perm = [int(p) for p in perm]
@@ -166,10 +172,10 @@ def conv2d(x, kernel, strides=1, padding='VALID'):
   convolution pads it, s: the stride) is computed as a forward convolution with batch and
   channels swapped: xp as [C, H, W, N] images convolved with dy as a [H', W', N, O] kernel
   dilated by s gives [C, k, k, O]. oneDNN's bfloat16 filter gradient is slow on these shapes
-  (no faster than float32, or slower), its forward convolution is fast: for the residual blocks'
-  3×3 convolutions this ran at 292 against 199 GFLOP/s, for PatchGAN's stride-2 4×4 ones at
-  255–271 against 121–146 (batch 100). The values are the same sums in another order, rounded
-  to bfloat16 as the native gradient is.
+  (no faster than float32, or slower), while its forward convolution is fast, so the swap is
+  faster for the residual blocks' 3×3 convolutions and PatchGAN's stride-2 4×4 ones (timed
+  alone at batch 100; see docs/performance.md). The values are the same sums in another order,
+  rounded to bfloat16 as the native gradient is.
   """
   # A tensor, not a (Keras, possibly autocast) variable: the custom gradient below is for
   # tensors, and the cast's own gradient carries dW back to a float32 variable.
@@ -197,9 +203,10 @@ def conv2d_transpose(x, kernel, strides=1, padding='VALID'):
   The transposed convolution's filter gradient is a convolution's filter gradient with the roles
   of input and output exchanged: that of the convolution of the output's gradient dy (the
   "input", [N, H_out, W_out, out]) whose output gradient is x. So it takes the same swap as
-  `conv2d`, under the same conditions on dy's size and channels. The generator's first decoder
-  stage (256 → 128 channels, 8×8 → 16×16) ran its bfloat16 filter gradient at 265 against 186
-  GFLOP/s, timed alone (batch 100). The forward pass and the input gradient are TensorFlow's own.
+  `conv2d`, under the same conditions on dy's size and channels. For the generator's first
+  decoder stage (256 → 128 channels, 8×8 → 16×16) the swapped bfloat16 filter gradient was
+  faster than oneDNN's, timed alone at batch 100 (docs/performance.md). The forward pass and the
+  input gradient are TensorFlow's own.
   """
   kernel = tf.cast(kernel, x.dtype)
   stride_pair = _pair(strides)
@@ -238,8 +245,8 @@ def instance_norm(x, gamma, beta, epsilon):
   view of `x` (N·C "channels", each one image's channel). Forward and backward are then oneDNN's
   fused batch-norm kernels instead of Keras' dozen element-wise ops and reductions with float32
   copies of bfloat16 activations; the two transposes that make the view are plain copies.
-  Statistics are float32 whatever `x`'s dtype. Measured on the release pixel step in bfloat16:
-  15.3 against 14.4 examples/s; in float32 the two are within noise.
+  Statistics are float32 whatever `x`'s dtype. It speeds up the bfloat16 release pixel step; in
+  float32 the two are within noise (timed by `python -m train.bench`; see docs/performance.md).
   """
   shape = tf.shape(x)
   n, h, w, c = shape[0], shape[1], shape[2], shape[3]

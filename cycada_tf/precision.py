@@ -68,7 +68,7 @@ def bf16_warning(strategy, flags=None):
   """One line when bf16 would be emulated (a CPU run without AVX-512 BF16 or AMX), else None.
 
   There, bfloat16 matmuls and convolutions are converted to float32 and back and run far slower
-  than float32 itself (a pixel bench on an AVX2-only CPU ran for more than 27 minutes).
+  than float32 itself.
   """
   if not kernels.replicas_on_cpu(strategy):
     return None

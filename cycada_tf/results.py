@@ -18,7 +18,7 @@ ROWS = (
     ('target only', 'target_only'),
 )
 
-# SPEC §5, accuracy % (mean ± s.e., 4 runs).
+# docs/method.md §5 (paper Table 2), accuracy % (mean ± s.e., 4 runs).
 PAPER_TABLE = {
     'mnist_usps': {'source only': (82.2, 0.8), 'feature only (ADDA)': (89.4, 0.2),
                    'pixel only': (95.6, 0.2), 'pixel+feat': (95.6, 0.2),

@@ -197,8 +197,9 @@ def replicas_per_pipeline(input_context):
   return max(1, input_context.num_replicas_in_sync // input_context.num_input_pipelines)
 
 
-# Epochs read through one distributed iterator. Creating and destroying an iterator costs tens of
-# milliseconds, which dominated stages with short epochs (a UCI epoch is 11 steps).
+# Epochs read through one distributed iterator. Creating and destroying an iterator has a fixed
+# cost that dominated stages with short epochs (a UCI epoch is 11 steps); the timings are in
+# docs/performance.md.
 EPOCHS_PER_ITERATOR = 10
 
 
@@ -232,8 +233,9 @@ def steps_in_next_call(step, total_steps, iterator_end, stage, train_config):
 
   A call stops where Python has work to do: a log or checkpoint step, the end of training or of
   the iterator's last epoch and, only for stages with per-epoch bookkeeping, the epoch's end.
-  Elsewhere calls span epochs: a second call per short epoch cost a short-epoch stage a quarter
-  of its speed.
+  Elsewhere calls span epochs: each call has a fixed cost, and a second call per short epoch
+  (a UCI epoch is 11 steps) slowed such stages markedly (timed with `train.main` against
+  `train.bench`; see docs/performance.md).
   """
   stops = [step + train_config.steps_per_call, total_steps,
            iterator_end * stage.steps_per_epoch,

@@ -1,4 +1,5 @@
-"""Task networks: SPEC §3 shapes and sizes, the (logits, features) split, tracing, checkpoints."""
+"""Task networks: shapes and sizes (docs/method.md §3), the (logits, features) split, tracing,
+checkpoints."""
 
 import textwrap
 

@@ -218,9 +218,9 @@ def time_calls(prepared_steps, counts):
   """Times each call of `counts`, for every prepared step in turn, alternating their order.
 
   With several steps (`--precision=both`), call k runs them in one order and call k+1 in the
-  reverse one, so slow drifts of the machine's speed (this CPU drifts by 10-15 % over minutes)
-  hit both alike and their ratio per pair of calls stays fair. Returns, per step, the list of
-  call durations and the last call's metric sums.
+  reverse one, so slow drifts of the machine's speed (over minutes a CPU can drift by more than
+  the effect being measured; see docs/performance.md) hit both alike and their ratio per pair of
+  calls stays fair. Returns, per step, the list of call durations and the last call's metric sums.
   """
   timings = [[] for _ in prepared_steps]
   metrics = [{} for _ in prepared_steps]

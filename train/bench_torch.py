@@ -33,9 +33,8 @@ this process may use, which is what TF's intra-op pool uses. Passing `--threads`
 intra-op thread count to it (inter-op stays TF's default).
 
 Measure on an idle machine. When other processes keep the cores busy, PyTorch's OpenMP threads
-(which spin at every barrier) lose far more than TF's thread pool does: with a load average of
-9 on 2 cores a 2-thread LeNet step took 10x as long as a 1-thread one (0.45 s against 0.04 s;
-`OMP_WAIT_POLICY=PASSIVE` gave 0.065 s), so the ratio would measure the load, not the frameworks.
+(which spin at every barrier) lose far more than TF's thread pool does, so the ratio would
+measure the load, not the frameworks (docs/performance.md has the figures).
 
 fp32 only (`--precision` other than fp32 is refused), one device (no `--cpu_replicas` / mirrored
 strategies), step mode only. Flags are `train.bench`'s (hence `train.main`'s: `--dataset`,

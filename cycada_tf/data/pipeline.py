@@ -1,8 +1,8 @@
 """Input pipelines: domain images → float32 batches in [-1, 1] at the pair's image shape.
 
-Every stage sees the same preprocessing (SPEC §3: release scales to [-1, 1]), so a generator's
-tanh output and a real image live in the same range. Shuffling is seeded and per-epoch, so two
-runs with the same seed see the same batches in the same order.
+Every stage sees the same preprocessing (docs/method.md §3: the release scales pixels to
+[-1, 1]), so a generator's tanh output and a real image live in the same range. Shuffling is
+seeded and per-epoch, so two runs with the same seed see the same batches in the same order.
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""CyCADA networks (SPEC §3): task nets, generators and discriminators, built by config name."""
+"""CyCADA networks (docs/method.md §3): task nets, generators and discriminators, by config name."""
 
 from cycada_tf.models.classifiers import CLASSIFIERS
 from cycada_tf.models.classifiers import DTN

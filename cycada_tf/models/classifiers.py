@@ -1,4 +1,4 @@
-"""Digit task networks f_S / f_T (SPEC §3): LeNet for 28×28×1 pairs, DTN for SVHN→MNIST at 32×32×3.
+"""Digit task nets f_S / f_T (docs/method.md §3): LeNet at 28×28×1, DTN for SVHN→MNIST at 32×32×3.
 
 Both return `(logits, features)`. The feature is the output of the first dense layer *before* its
 ReLU, which is where the release splits `fc_params` from `classifier` (`TaskNet.forward` returns

@@ -1,4 +1,4 @@
-"""Discriminators (SPEC §3): D_feat on task-net outputs, D_S / D_T on images.
+"""Discriminators (docs/method.md §3): D_feat on task-net outputs, D_S / D_T on images.
 
 Every discriminator returns raw scores (no sigmoid / softmax): the losses in `cycada_tf.losses`
 decide whether they are read as LSGAN scores or as logits.
@@ -50,8 +50,8 @@ class FeatureDiscriminator(keras.Model):
 
   Output 1 is "source", output 0 "target" (see `losses.feature_discriminator_loss`). Keras Dense
   acts on the last axis, so the same network applied to [B, H, W, C] score maps is a stack of 1×1
-  convolutions, which is what the segmentation variant (SPEC §4: 19 → 512 → 256 → 2 with dropout
-  0.5) needs: pass `hidden=(512, 256), dropout=0.5`.
+  convolutions, which is what the segmentation variant (docs/method.md §4: 19 → 512 → 256 → 2
+  with dropout 0.5) needs: pass `hidden=(512, 256), dropout=0.5`.
   """
 
   def __init__(self, hidden=500, num_outputs=2, dropout=0.0, **kwargs):

@@ -1,4 +1,4 @@
-"""Image-to-image generators G_ST / G_TS (SPEC §3): the paper's small digit net and CycleGAN ResNet-9.
+"""Generators G_ST / G_TS (docs/method.md §3): the paper's small digit net and CycleGAN's ResNet-9.
 
 Both are fully convolutional encoder / residual / decoder nets with two stride-2 downsamples and two
 stride-2 transposed convolutions, so they map H×W to H×W whenever H and W are multiples of 4
@@ -6,14 +6,15 @@ stride-2 transposed convolutions, so they map H×W to H×W whenever H and W are 
 scaled to [-1, 1].
 
 Normalisation is instance norm as in CycleGAN (`InstanceNormalization`: the function of
-`GroupNormalization(groups=-1)` in fused kernels): it is per image, so results do not depend on
-how a global batch is split across replicas. Every convolution that
-feeds an instance norm has no bias: the norm subtracts each image's per-channel mean, which
-cancels any per-channel constant, so such a bias would leave the function unchanged and only
-receive a gradient that is exactly 0 in exact arithmetic, i.e. rounding noise that Adam turns into
-steps of about ±learning_rate. Only the last convolution (no norm after it) has one. The optional
-dropout in the residual blocks is `GlobalBatchDropout`, whose masks do not depend on the
-replica count (see `cycada_tf.models.layers`). Groups of layers are tuples, not lists, so that
+`GroupNormalization(groups=-1)`, in fused kernels on the `cpu_tuned` kernel path, see
+cycada_tf/kernels.py): it is per image, so results do not depend on how a global batch is split
+across replicas. Every convolution that feeds an instance norm has no bias: the norm subtracts
+each image's per-channel mean, which cancels any per-channel constant, so such a bias would
+leave the function unchanged and only receive a gradient that is exactly 0 in exact arithmetic,
+i.e. rounding noise that Adam turns into steps of about ±learning_rate. Only the last
+convolution (no norm after it) has one. The optional dropout in the residual blocks is
+`GlobalBatchDropout`, whose masks do not depend on the replica count (see
+`cycada_tf.models.layers`). Groups of layers are tuples, not lists, so that
 `tf.train.Checkpoint` tracks them (see `classifiers`).
 """
 
@@ -55,8 +56,9 @@ class InstanceNormalization(layers.Layer):
   """Per-image, per-channel normalisation; with `affine`, a learned scale `gamma` and offset `beta`.
 
   The function of `keras.layers.GroupNormalization(groups=-1, center=affine, scale=affine)`,
-  with the same variable names (so checkpoints of either load into the other), computed by
-  `ops.instance_norm`'s fused kernels.
+  with the same variable names (so checkpoints of either load into the other). On the
+  `cpu_tuned` kernel path (`config.train.kernels`, see cycada_tf/kernels.py) it is computed by
+  `ops.instance_norm`'s fused kernels, on `stock` from `tf.nn.moments`.
   """
 
   def __init__(self, epsilon=1e-3, affine=True, **kwargs):
@@ -123,9 +125,10 @@ def _undilated_channels_last(conv):
 
 @keras.saving.register_keras_serializable(package='cycada_tf')
 class FastBackwardConv2D(layers.Conv2D):
-  """A channels-last, undilated `Conv2D` computed by `ops.conv2d`: in bfloat16, a faster filter
-  gradient on small maps (PatchGAN's convolutions, the generators' residual and second
-  downsampling convolutions). Same variables and results as `layers.Conv2D`."""
+  """A channels-last, undilated `Conv2D` computed by `ops.conv2d` on the `cpu_tuned` kernel path
+  (`cycada_tf.kernels`): in bfloat16, a faster filter gradient on small maps (PatchGAN's
+  convolutions, the generators' residual and second downsampling convolutions). On `stock` it
+  is `layers.Conv2D`. Same variables and results as `layers.Conv2D`."""
 
   def __init__(self, filters, kernel_size, **kwargs):
     super().__init__(filters, kernel_size, **kwargs)
@@ -142,8 +145,9 @@ class FastBackwardConv2D(layers.Conv2D):
 @keras.saving.register_keras_serializable(package='cycada_tf')
 class FastBackwardConv2DTranspose(layers.Conv2DTranspose):
   """A channels-last, undilated `Conv2DTranspose` without `output_padding`, computed by
-  `ops.conv2d_transpose`: in bfloat16, a faster filter gradient on small maps (the decoder's
-  first stage). Same variables and results as `layers.Conv2DTranspose`."""
+  `ops.conv2d_transpose` on the `cpu_tuned` kernel path (`cycada_tf.kernels`): in bfloat16, a
+  faster filter gradient on small maps (the decoder's first stage). On `stock` it is
+  `layers.Conv2DTranspose`. Same variables and results as `layers.Conv2DTranspose`."""
 
   def __init__(self, filters, kernel_size, **kwargs):
     super().__init__(filters, kernel_size, **kwargs)

@@ -25,16 +25,17 @@ constructor arguments, `get_config` and seed state (which, as in Keras, is not a
 checkpointed). The noise never depends on the compute dtype, so bfloat16 compute does not coarsen
 the keep probability.
 
-How the noise is drawn: rates that are multiples of 1/256 (0.5, 0.25, ...; every rate CyCADA's
+How the noise is drawn: on the `cpu_tuned` kernel path only (`config.train.kernels`, see
+cycada_tf/kernels.py), rates that are multiples of 1/256 (0.5, 0.25, ...; every rate CyCADA's
 networks use is 0.5) draw uniform bytes, four from each 32-bit word of TensorFlow's counter-based
 stateless generator, and keep a unit where its byte is >= rate·256, which is exact. Random-number
 generation is what dominates a dropout's cost on CPU, and the release's ResNet generators apply 36
-dropouts per pixel-stage step. Bytes need a quarter of the generator's work: one mask for a
-residual block's 100×8×8×256 activations took 2.8 ms instead of 7.8 in bfloat16 here
-(`python -m train.bench_ops`). Other rates draw float32 uniforms and keep where >= rate, exactly as
-`keras.layers.Dropout` does, and then, in float32 on one replica, the mask equals Keras' for the same
-seed state. Either way the generator's first k values do not depend on how many are drawn, which is
-what makes a replica's slot of the global draw equal the 1-replica rows.
+dropouts per pixel-stage step. Bytes need a quarter of the generator's work, which makes a mask
+clearly cheaper to draw (timed by `python -m train.bench_ops`; see docs/performance.md). On the
+`stock` path, and for other rates, masks are float32 uniforms kept where >= rate, exactly as
+`keras.layers.Dropout` draws them, and then, in float32 on one replica, the mask equals Keras' for
+the same seed state. Either way the generator's first k values do not depend on how many are
+drawn, which is what makes a replica's slot of the global draw equal the 1-replica rows.
 
 Cost: each replica draws num_replicas × its own mask's worth of random numbers (with one replica,
 just its own). The row slot assumes every replica holds an
@@ -102,8 +103,9 @@ def keep_mask(shape, rate, seed):
   """Boolean mask of `shape` (ints or scalar tensors): each entry is True with probability 1 - rate.
 
   Entries are independent draws from `seed`, a `keras.random.SeedGenerator` (advanced once) or
-  anything `keras.random.uniform` accepts. With a SeedGenerator, rates that are multiples of 1/256
-  are drawn as bytes (see the module docstring); otherwise as float32 uniforms, as Keras does.
+  anything `keras.random.uniform` accepts. On the `cpu_tuned` kernel path (`cycada_tf.kernels`),
+  with a SeedGenerator, rates that are multiples of 1/256 are drawn as bytes (see the module
+  docstring); otherwise as float32 uniforms, as Keras does.
   """
   threshold = rate * BYTE_LEVELS
   if (threshold != int(threshold) or not isinstance(seed, keras.random.SeedGenerator)

@@ -1,4 +1,4 @@
-"""Stage `feature`: adversarial feature adaptation of f_T against D_feat (SPEC Eq. 5, ADDA style).
+"""Stage `feature`: ADDA-style adaptation of f_T against D_feat (docs/method.md §1 Eq. 5, §2).
 
 `feature` (pixel+feat) starts f_T from the `task` model and uses translated source G_ST(x_s) as
 the source side; `--config.feature.from_stage=source` starts from f_S on untranslated source

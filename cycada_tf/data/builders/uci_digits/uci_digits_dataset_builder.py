@@ -1,4 +1,4 @@
-"""UCI optical digits from scikit-learn: 1,797 real 8×8 digits that need no download (SPEC §6).
+"""UCI optical digits from scikit-learn: 1,797 real 8×8 digits, no download (docs/method.md §6).
 
 The 16 grey levels (0..16) are stretched to 0..255 so every domain shares the uint8 convention;
 the split is stratified and fixed (1,437 train / 360 test) so results are comparable across runs.

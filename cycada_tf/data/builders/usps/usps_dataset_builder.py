@@ -1,4 +1,4 @@
-"""USPS handwritten digits as Hastie et al. distribute them (SPEC §3): 7,291 train / 2,007 test.
+"""USPS digits as Hastie et al. distribute them (docs/method.md §3): 7,291 train / 2,007 test.
 
 Each line of `zip.train` / `zip.test` is one 16×16 image: the label as a float (`6.0000`) and 256
 grey values in [-1, 1], whitespace separated. The files are read from the manual dir when the
