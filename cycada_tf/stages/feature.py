@@ -7,9 +7,10 @@ through a frozen copy of the starting model (`source_encoder=init`, as the relea
 does) or through f_S itself (`source_encoder=source`, Eq. 5 read literally).
 
 Gating (paper appendix 6.1): f_T is updated only while D_feat's accuracy, averaged over the last
-`gate_window` steps, is above `gate_threshold`; an epoch with no f_T update stops the stage.
-The gate is decided in cross-replica context from the global accuracy, so every replica and
-every worker takes the same branch.
+`gate_window` steps, is above `gate_threshold`; `stop_patience_epochs` epochs in a row with no
+f_T update stop the stage (the release: one). The gate is decided in cross-replica context from
+the global accuracy, so every replica and every worker takes the same branch. Both sides run in
+the same mode (`encoder_mode`), so D_feat can only separate them by what the domains differ in.
 """
 
 import tensorflow as tf
