@@ -55,3 +55,14 @@ def test_unknown_encoder_mode_is_refused(source_dir):
   config.feature.encoder_mode = 'eval'
   with pytest.raises(Exception, match='encoder_mode'):
     workflow.run('feature', make_context(source_dir.model_dir, source_dir.data_dir, config))
+
+
+def test_feature_epoch_is_the_smaller_domain_as_the_release_zip(source_dir):
+  """zip(source_loader, target_loader) ends with the smaller domain: UCI's 1,437 images."""
+  config = tiny_config()
+  ctx = make_context(source_dir.model_dir, source_dir.data_dir, config)
+  stage, _ = feature.build(ctx, fresh=True)
+  assert stage.steps_per_epoch == 1437 // config.feature.batch_size
+  config.feature.epoch_length = 'longer'
+  stage, _ = feature.build(ctx, fresh=True)
+  assert stage.steps_per_epoch == 4000 // config.feature.batch_size

@@ -83,6 +83,7 @@ def test_task_input_is_g_st_output(pipeline_dir):
   assert images.shape == (1437, 28, 28, 1)
   metrics = ctx.read_metrics('task')
   assert metrics['trained_on'] == common.translated_source_spec(ctx)
+  assert metrics['initialised_from'] == 'scratch'  # the release's train_task_net
   assert 0.0 <= metrics['target_test_accuracy'] <= 1.0
 
 
