@@ -41,9 +41,7 @@ _MARGIN = 4
 
 def _define_flags():
   """Defined only when run as a program, so importing this module never clashes with train.main."""
-  flags.DEFINE_string('dataset', None, f'Registered pair: {", ".join(pairs.PAIRS)}.')
-  flags.DEFINE_string('source', None, 'Custom source domain spec (with --target).')
-  flags.DEFINE_string('target', None, 'Custom target domain spec (with --source).')
+  cli.define_pair_flags()
   # Spelled as in train.main, so one command line works for both.
   flags.DEFINE_integer('config.data.image_size', None, 'Image height and width (default: a '
                        'custom pair\'s folder images, else configs/base.py; a registered pair\'s).')
@@ -51,7 +49,6 @@ def _define_flags():
                        '--config.data.image_size).')
   flags.DEFINE_integer('image_size', None, 'Deprecated: use --config.data.image_size.')
   flags.DEFINE_integer('channels', None, 'Deprecated: use --config.data.channels.')
-  flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: the TFDS default).')
   flags.DEFINE_string('out', None, 'PNG to write (default: inspect_<pair name>.png).')
   flags.DEFINE_integer('samples', 8, 'Samples shown per domain.')
 

@@ -26,12 +26,8 @@ _CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 FLAGS = flags.FLAGS
 flags.DEFINE_string('stage', 'all', 'Stage to run: source, target_only, pixel, task, feature, '
                     'eval, export, or all.')
-flags.DEFINE_string('dataset', None, 'Dataset pair (default uci_mnist), e.g. svhn_mnist.')
-flags.DEFINE_string('source', None, 'Source domain of a custom pair: a catalog name or '
-                    'folder:PATH. Use with --target instead of --dataset.')
-flags.DEFINE_string('target', None, 'Target domain of a custom pair.')
+cli.define_pair_flags()
 flags.DEFINE_string('model_dir', None, 'Where stages write (default runs/<pair>).')
-flags.DEFINE_string('data_dir', None, 'TFDS data directory (default ~/tensorflow_datasets).')
 flags.DEFINE_integer('seed', None, 'Random seed; overrides config.seed.')
 flags.DEFINE_string('eval_stage', None, 'With --stage=eval: which stage to evaluate '
                     '(default: the latest of feature, task, source).')
