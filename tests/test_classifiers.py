@@ -160,5 +160,6 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_all_networks_train_under_two_replica_mirrored_strategy():
   conftest.run_python(_DISTRIBUTED_SCRIPT, expect='DISTRIBUTED_OK')

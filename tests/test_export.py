@@ -30,6 +30,9 @@ from cycada_tf.errors import UserError
 from cycada_tf.stages import common
 from cycada_tf.stages import export
 
+# Trains real stages end to end: excluded from the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
+
 IMAGE_SHAPE = (28, 28, 1)
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
 

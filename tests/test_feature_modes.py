@@ -18,6 +18,9 @@ from cycada_tf.stages import feature
 from tests.conftest import make_context
 from tests.conftest import tiny_config
 
+# Trains real stages end to end: excluded from the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def source_dir(tmp_path_factory, offline_data_dir):

@@ -1,5 +1,6 @@
 """`python -m train.inspect` end to end, as a user runs it."""
 
+import pytest
 import json
 import subprocess
 import sys
@@ -67,6 +68,7 @@ def test_inspect_custom_pair_takes_config_data_flags(tmp_path):
   assert 'inferred' not in result.stdout
 
 
+@pytest.mark.slow
 def test_inspect_infers_a_folder_pairs_shape(tmp_path):
   pair = _custom_pair(tmp_path)
   result = _inspect(*pair, f'--data_dir={tmp_path}',
@@ -92,6 +94,7 @@ def _main_pair_line(*args):
   return result.stdout
 
 
+@pytest.mark.slow
 def test_main_infers_a_folder_pairs_shape_and_flags_win(tmp_path):
   pair = _custom_pair(tmp_path)
   out = _main_pair_line(*pair, f'--model_dir={tmp_path / "run"}')

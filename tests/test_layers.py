@@ -169,6 +169,7 @@ _REPLICA_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_two_replicas_apply_the_one_replica_masks():
   conftest.run_python(_REPLICA_SCRIPT, expect='REPLICA_MASKS_OK')
 

@@ -34,6 +34,7 @@ def test_missing_prerequisite_names_the_stage_to_run(tmp_path, offline_data_dir)
   assert 'run `python -m train.main --stage=pixel --dataset=uci_mnist' in result.stderr
 
 
+@pytest.mark.slow
 def test_killed_source_run_resumes_from_its_checkpoint(tmp_path, offline_data_dir):
   """Kill -9 mid-epoch after a checkpoint, rerun the same command: it resumes and finishes."""
   command = [sys.executable, '-m', 'train.main', '--stage=source', '--dataset=uci_mnist',

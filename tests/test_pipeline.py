@@ -115,6 +115,7 @@ _TWO_REPLICAS = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_two_cpu_replicas_each_get_half_the_global_batch(offline_data_dir):
   result = subprocess.run([sys.executable, '-c', _TWO_REPLICAS, offline_data_dir], cwd=_REPO,
                           capture_output=True, text=True, timeout=120, check=False)

@@ -4,6 +4,7 @@ A run shorter than `image_every_steps` must still show the user a translation, s
 logged at the first log step and the final step as well as every `image_every_steps`.
 """
 
+import pytest
 import os
 
 import tensorflow as tf
@@ -13,6 +14,9 @@ from cycada_tf.stages import common
 from cycada_tf.stages import pixel
 from tests.conftest import make_context
 from tests.conftest import tiny_config
+
+# Trains real stages end to end: excluded from the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
 
 
 def image_steps(event_dir, tag='translations'):

@@ -18,6 +18,9 @@ from cycada_tf.stages import task
 from tests.conftest import make_context
 from tests.conftest import tiny_config
 
+# Trains real stages end to end: excluded from the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(name='ctx')
 def fixture_ctx(tmp_path, offline_data_dir):
