@@ -24,11 +24,16 @@ CHOICES = ('auto', 'stock', 'cpu_tuned')
 _active = None  # None: not set, resolved as `auto` for the visible devices
 
 
-def resolve(choice, strategy=None):
-  """'stock' or 'cpu_tuned' for a `config.train.kernels` value and the devices that will run."""
+def check_choice(choice):
+  """UserError unless `choice` is a `config.train.kernels` value; touches no device."""
   if choice not in CHOICES:
     raise UserError(f'--config.train.kernels={choice!r}; valid: {", ".join(CHOICES)}.')
-  if choice != 'auto':
+  return choice
+
+
+def resolve(choice, strategy=None):
+  """'stock' or 'cpu_tuned' for a `config.train.kernels` value and the devices that will run."""
+  if check_choice(choice) != 'auto':
     return choice
   return 'cpu_tuned' if replicas_on_cpu(strategy) else 'stock'
 

@@ -106,7 +106,7 @@ def build_context():
   # Checked now so a typo fails in a second, not after data preparation; the policy itself is
   # set per stage by `workflow` (export always builds float32 models).
   precision.policy_name(config.train.get('precision', 'fp32'))
-  kernels.resolve(config.train.get('kernels', 'auto'), strategy=None)
+  kernels.check_choice(config.train.get('kernels', 'auto'))  # devices are not set up yet
   tfds.disable_progress_bar()
   if FLAGS.seed is not None:
     config.seed = FLAGS.seed
