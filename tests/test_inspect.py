@@ -10,6 +10,9 @@ from PIL import Image
 
 from tests.conftest import REPO as _REPO
 
+# Each test starts train.main or train.inspect in a subprocess: excluded from the fast tier.
+pytestmark = pytest.mark.slow
+
 
 def _inspect(*args):
   return subprocess.run([sys.executable, '-m', 'train.inspect', *args], cwd=_REPO,

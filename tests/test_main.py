@@ -9,6 +9,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# Each test starts train.main or train.inspect in a subprocess: excluded from the fast tier.
+pytestmark = pytest.mark.slow
+
 
 def run_main(*args, timeout=300):
   return subprocess.run([sys.executable, '-m', 'train.main', *args], cwd=REPO,
