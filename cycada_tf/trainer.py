@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from typing import Callable, Optional
 
@@ -32,6 +33,14 @@ from cycada_tf.errors import UserError
 
 class NonFiniteLossError(UserError):
   """A loss became NaN or Inf; training stopped before saving the broken weights."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C during training, with the message that says what was kept and how to resume.
+
+  A `KeyboardInterrupt` still (so nothing that stops on Ctrl-C stops catching it); the command
+  line prints its message as one line instead of a traceback.
+  """
 
 
 @dataclasses.dataclass
@@ -96,11 +105,32 @@ class FitResult:
   first_call_seconds: float = None
 
 
-def checkpoint_for(models=None, optimizers=None, extra_state=None, step=None):
-  """The checkpoint layout every stage shares, so a later stage can restore one model by name."""
+def random_state(model):
+  """The state variables of `model`'s random number generators (its dropout layers' seeds).
+
+  Keras keeps each `SeedGenerator`'s state in a variable that `model.variables` lists but that is
+  no attribute of the model, so `tf.train.Checkpoint(model=...)` does not save it: a resumed run
+  would draw its dropout masks from the seed a fresh run starts with, and end elsewhere than the
+  uninterrupted run. Keras names every such variable `seed_generator_state`.
+  """
+  return [v for v in model.variables if v.name == 'seed_generator_state']
+
+
+def checkpoint_for(models=None, optimizers=None, extra_state=None, step=None,
+                   with_random_state=False):
+  """The checkpoint layout every stage shares, so a later stage can restore one model by name.
+
+  `with_random_state` adds each model's dropout seed states (`random_state`) under
+  `random_<name>`: training saves and restores them so that a resumed run draws the masks the
+  uninterrupted run would; a later stage that only loads a model leaves them out.
+  """
   items = {}
   for name, model in (models or {}).items():
     items[f'model_{name}'] = model
+    states = random_state(model) if with_random_state else []
+    if states:
+      items[f'random_{name}'] = tf.train.Checkpoint(
+          **{f'seed_{i}': state for i, state in enumerate(states)})
   for name, optimizer in (optimizers or {}).items():
     items[f'optimizer_{name}'] = optimizer
   for name, state in (extra_state or {}).items():
@@ -112,6 +142,24 @@ def checkpoint_for(models=None, optimizers=None, extra_state=None, step=None):
 
 def checkpoint_dir(stage_dir):
   return os.path.join(stage_dir, 'checkpoints')
+
+
+def remove_unfinished_saves(directory):
+  """Deletes the `<prefix>_temp/` directories of checkpoint saves that a kill interrupted.
+
+  TensorFlow writes a checkpoint into `ckpt-N_temp/` and then merges it into `ckpt-N.*`; a
+  process killed in between leaves the temporary directory, which no restore reads. Returns the
+  names removed.
+  """
+  removed = []
+  if not os.path.isdir(directory):
+    return removed
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name)
+    if name.endswith('_temp') and os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(name)
+  return removed
 
 
 def write_json_atomically(path, payload):
@@ -132,7 +180,11 @@ def _format_seconds(seconds):
 
 
 class _Progress:
-  """Prints `stage step/total (pct) | metrics | examples/s | ETA` lines."""
+  """Prints `stage step/total (pct) | metrics | examples/s | ETA` lines.
+
+  The ETA extrapolates the rate since `restart` (called after the first compiled call): the
+  first call also traces and compiles, and counting it would overstate the time left.
+  """
 
   def __init__(self, stage_name, total_steps, global_batch_size, first_step):
     self.stage_name = stage_name
@@ -143,18 +195,28 @@ class _Progress:
     self.start_time = self.last_time
     self.start_step = first_step
 
+  def restart(self, step):
+    """Measures the overall rate from here on (see the class docstring)."""
+    self.start_time, self.start_step = time.perf_counter(), step
+    self.last_time, self.last_step = self.start_time, step
+
   def line(self, step, means):
+    """The progress line at `step` and the examples/s since the last line (None if unknown)."""
     now = time.perf_counter()
-    window_steps = max(step - self.last_step, 1)
-    rate = window_steps * self.global_batch_size / max(now - self.last_time, 1e-9)
+    rate = None
+    if step > self.last_step:
+      rate = (step - self.last_step) * self.global_batch_size / max(now - self.last_time, 1e-9)
     overall = (step - self.start_step) / max(now - self.start_time, 1e-9)
     eta = (self.total_steps - step) / overall if overall > 0 else float('inf')
+    if step >= self.total_steps:
+      eta = 0.0
     self.last_time, self.last_step = now, step
     shown = ' '.join(f'{k}={v:.4g}' for k, v in sorted(means.items()))
     pct = 100.0 * step / max(self.total_steps, 1)
-    eta_text = _format_seconds(eta) if math.isfinite(eta) else '?'
+    eta_text = _format_seconds(eta) if math.isfinite(eta) else '? (after the first call)'
+    speed = f'{rate:.0f} examples/s' if rate is not None else 'first call (tracing, compiling)'
     return (f'[{self.stage_name}] step {step}/{self.total_steps} ({pct:.0f}%) | {shown} | '
-            f'{rate:.0f} examples/s | ETA {eta_text}'), rate
+            f'{speed} | ETA {eta_text}'), rate
 
 
 def make_run_steps(stage, strategy, train_config):
@@ -264,13 +326,17 @@ def fit(stage, stage_dir, strategy, train_config):
   epoch_sums_var = tf.Variable('', dtype=tf.string, trainable=False, name='epoch_sums')
   checkpoint = checkpoint_for(stage.models, stage.optimizers,
                               dict(stage.extra_state, trainer_stop_reason=stopped_var,
-                                   trainer_epoch_sums=epoch_sums_var), step_var)
+                                   trainer_epoch_sums=epoch_sums_var), step_var,
+                              with_random_state=True)
   # Every worker saves (saving is collective), each into its own directory, but every worker
   # restores from the chief's: a worker restarted on a fresh machine (empty temp dir) must
   # resume at the same step as the others, or their collective ops would never match up.
-  manager = tf.train.CheckpointManager(
-      checkpoint, distribute.worker_dir(checkpoint_dir(stage_dir), strategy),
-      max_to_keep=train_config.max_checkpoints_to_keep)
+  own_dir = distribute.worker_dir(checkpoint_dir(stage_dir), strategy)
+  for name in remove_unfinished_saves(own_dir):
+    print(f'[{stage.name}] removed {os.path.join(own_dir, name)}, an interrupted save',
+          flush=True)
+  manager = tf.train.CheckpointManager(checkpoint, own_dir,
+                                       max_to_keep=train_config.max_checkpoints_to_keep)
   latest = tf.train.latest_checkpoint(checkpoint_dir(stage_dir))
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()
@@ -278,6 +344,7 @@ def fit(stage, stage_dir, strategy, train_config):
   # The last step saved, tracked here rather than read from each worker's own directory, so
   # every worker makes the same save decisions (a mismatched collective save would hang).
   last_saved = int(step_var.numpy()) if latest else -1
+  saved_path = latest  # what a rerun would resume from, for the Ctrl-C and NaN messages
 
   total_steps = stage.steps_per_epoch * stage.epochs
   if stage.max_steps:
@@ -303,71 +370,80 @@ def fit(stage, stage_dir, strategy, train_config):
                                                stage.steps_per_epoch)
   iterator, iterator_end = None, -1  # the iterator serves epochs up to iterator_end - 1
 
-  while step < total_steps:
-    epoch, offset = divmod(step, stage.steps_per_epoch)
-    if epoch >= iterator_end:  # also true for the first (possibly resumed) epoch
-      iterator_end = min(epoch + max(1, train_config.epochs_per_iterator), stage.epochs)
-      iterator = epoch_iterator(stage, strategy, epoch, offset, iterator_end - epoch)
-    chunk = steps_in_next_call(step, total_steps, iterator_end, stage, train_config)
-    sums = run_steps(iterator, tf.constant(chunk, dtype=tf.int64))
-    sums = {k: float(v) for k, v in sums.items()}
-    bad = sorted(k for k, v in sums.items() if not math.isfinite(v))
-    if bad:
-      raise NonFiniteLossError(
-          f'stage {stage.name!r}: {", ".join(bad)} became NaN/Inf between steps {step} and '
-          f'{step + chunk}; stopped without saving. The last good checkpoint is kept in '
-          f'{checkpoint_dir(stage_dir)} (rerunning resumes from it); lower '
-          f'--config.{stage.name}.learning_rate or check the input data.')
-    step += chunk
-    if first_call is None:
-      first_call = (time.perf_counter(), step)
-    step_var.assign(step)
-    epochs_completed = step // stage.steps_per_epoch
-    for k, v in sums.items():
-      window_sums[k] = window_sums.get(k, 0.0) + v
-      epoch_sums[k] = epoch_sums.get(k, 0.0) + v
-    window_steps += chunk
-    epoch_steps += chunk
+  try:
+    while step < total_steps:
+      epoch, offset = divmod(step, stage.steps_per_epoch)
+      if epoch >= iterator_end:  # also true for the first (possibly resumed) epoch
+        iterator_end = min(epoch + max(1, train_config.epochs_per_iterator), stage.epochs)
+        iterator = epoch_iterator(stage, strategy, epoch, offset, iterator_end - epoch)
+      chunk = steps_in_next_call(step, total_steps, iterator_end, stage, train_config)
+      if first_call is None and chief:
+        print(f'[{stage.name}] tracing and compiling the training step (the first call), then '
+              f'{total_steps - step} steps', flush=True)
+      sums = run_steps(iterator, tf.constant(chunk, dtype=tf.int64))
+      sums = {k: float(v) for k, v in sums.items()}
+      bad = sorted(k for k, v in sums.items() if not math.isfinite(v))
+      if bad:
+        raise NonFiniteLossError(
+            f'stage {stage.name!r}: {", ".join(bad)} became NaN/Inf between steps {step} and '
+            f'{step + chunk}; stopped without saving. '
+            f'{_resume_point(saved_path, stage.name)}; lower '
+            f'--config.{stage.name}.learning_rate or check the input data.')
+      step += chunk
+      if first_call is None:
+        first_call = (time.perf_counter(), step)
+        progress.restart(step)
+      step_var.assign(step)
+      epochs_completed = step // stage.steps_per_epoch
+      for k, v in sums.items():
+        window_sums[k] = window_sums.get(k, 0.0) + v
+        epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+      window_steps += chunk
+      epoch_steps += chunk
 
-    if step % train_config.log_every_steps == 0 or step == total_steps:
-      final_means = {k: v / window_steps for k, v in window_sums.items()}
-      line, rate = progress.line(step, final_means)
-      if chief:
-        print(line, flush=True)
+      if step % train_config.log_every_steps == 0 or step == total_steps:
+        final_means = {k: v / window_steps for k, v in window_sums.items()}
+        line, rate = progress.line(step, final_means)
+        if chief:
+          print(line, flush=True)
+          with writer.as_default(step=step):
+            for k, v in final_means.items():
+              tf.summary.scalar(k, v)
+            if rate is not None:
+              tf.summary.scalar('examples_per_second', rate)
+            if stage.on_log is not None:
+              stage.on_log(step)
+        window_sums, window_steps = {}, 0
+      # The epoch's decision comes before the checkpoint, so a saved epoch boundary always has its
+      # `on_epoch_end` (stop rule) applied: a resume never skips or repeats one.
+      stopping = False
+      if stage.on_epoch_end is not None and (step % stage.steps_per_epoch == 0
+                                             or step == total_steps):
+        epoch_means = {k: v / epoch_steps for k, v in epoch_sums.items()}
+        if step % stage.steps_per_epoch == 0:  # a run cut short mid-epoch keeps its sums
+          epoch_sums, epoch_steps = {}, 0
         with writer.as_default(step=step):
-          for k, v in final_means.items():
-            tf.summary.scalar(k, v)
-          tf.summary.scalar('examples_per_second', rate)
-          if stage.on_log is not None:
-            stage.on_log(step)
-      window_sums, window_steps = {}, 0
-    # The epoch's decision comes before the checkpoint, so a saved epoch boundary always has its
-    # `on_epoch_end` (stop rule) applied: a resume never skips or repeats one.
-    stopping = False
-    if stage.on_epoch_end is not None and (step % stage.steps_per_epoch == 0
-                                           or step == total_steps):
-      epoch_means = {k: v / epoch_steps for k, v in epoch_sums.items()}
-      if step % stage.steps_per_epoch == 0:  # a run cut short mid-epoch keeps its sums
-        epoch_sums, epoch_steps = {}, 0
-      with writer.as_default(step=step):
-        reason = stage.on_epoch_end(epoch, epoch_means)
-      if reason:
-        stopped_var.assign(reason)
-        stop_reason = reason
-        stopping = True
-        print(f'[{stage.name}] stopping early: {reason}', flush=True)
-    if stopping or step % train_config.checkpoint_every_steps == 0:
-      epoch_sums_var.assign(_encode_epoch_sums(epoch_sums, epoch_steps))
-      manager.save(checkpoint_number=step)
-      last_saved = step
-    if stopping:
-      break
+          reason = stage.on_epoch_end(epoch, epoch_means)
+        if reason:
+          stopped_var.assign(reason)
+          stop_reason = reason
+          stopping = True
+          print(f'[{stage.name}] stopping early: {reason}', flush=True)
+      if stopping or step % train_config.checkpoint_every_steps == 0:
+        epoch_sums_var.assign(_encode_epoch_sums(epoch_sums, epoch_steps))
+        saved_path = manager.save(checkpoint_number=step)
+        last_saved = step
+      if stopping:
+        break
+  except KeyboardInterrupt:
+    raise Interrupted(f'stage {stage.name!r} interrupted at step {step} of {total_steps}. '
+                      f'{_resume_point(saved_path, stage.name)}') from None
 
   if window_steps:
     final_means = {k: v / window_steps for k, v in window_sums.items()}
   if last_saved != step:
     epoch_sums_var.assign(_encode_epoch_sums(epoch_sums, epoch_steps))
-    manager.save(checkpoint_number=step)
+    saved_path = manager.save(checkpoint_number=step)
   writer.flush()
   end_time = time.perf_counter()
   steady_rate = None
@@ -377,6 +453,14 @@ def fit(stage, stage_dir, strategy, train_config):
                    final_metrics=final_means, seconds=end_time - start_time,
                    examples_per_second=steady_rate,
                    first_call_seconds=first_call[0] - start_time if first_call else None)
+
+
+def _resume_point(saved_path, stage_name):
+  """What a rerun of the same command resumes from, said truthfully."""
+  if saved_path:
+    return f'The last checkpoint is {saved_path}; rerunning the same command resumes from it'
+  return (f'No checkpoint of {stage_name!r} was saved yet; rerunning the same command starts '
+          f'the stage from step 0')
 
 
 def _encode_epoch_sums(sums, steps):

@@ -21,9 +21,10 @@ def _data(epoch):
   return x, y
 
 
-def toy_stage(strategy, epochs=3, scale=1.0, max_steps=0, on_epoch_end=None):
+def toy_stage(strategy, epochs=3, scale=1.0, max_steps=0, on_epoch_end=None, dropout=0.0):
   with strategy.scope():
-    model = keras.Sequential([keras.layers.Dense(1, kernel_initializer='zeros')])
+    layers = [keras.layers.Dropout(dropout, seed=7)] if dropout else []
+    model = keras.Sequential(layers + [keras.layers.Dense(1, kernel_initializer='zeros')])
     model(tf.zeros((1, 3)))
     optimizer = keras.optimizers.SGD(0.05)
     optimizer.build(model.trainable_variables)
@@ -31,7 +32,7 @@ def toy_stage(strategy, epochs=3, scale=1.0, max_steps=0, on_epoch_end=None):
   def replica_step(batch):
     x, y = batch
     with tf.GradientTape() as tape:
-      per_example = tf.reduce_mean(tf.square(model(x) * scale - y), axis=-1)
+      per_example = tf.reduce_mean(tf.square(model(x, training=True) * scale - y), axis=-1)
       loss = losses.average(per_example, BATCH)
     grads = tape.gradient(loss, model.trainable_variables)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -90,6 +91,57 @@ def test_resume_matches_uninterrupted_run(tmp_path):
   result = trainer.fit(stage, str(tmp_path / 'resumed'), strategy, CONFIG)
   assert result.steps == 24
   np.testing.assert_allclose(resumed.get_weights()[0], straight.get_weights()[0], rtol=1e-6)
+
+
+def test_resume_restores_the_dropout_random_state(tmp_path):
+  """Dropout masks after a resume are the uninterrupted run's (Keras does not checkpoint the
+  seed state by itself: without it the resumed run drew the masks a fresh run starts with)."""
+  strategy = tf.distribute.get_strategy()
+  stage, straight = toy_stage(strategy, dropout=0.5)
+  trainer.fit(stage, str(tmp_path / 'straight'), strategy, CONFIG)
+  stage, _ = toy_stage(strategy, dropout=0.5, max_steps=12)
+  trainer.fit(stage, str(tmp_path / 'resumed'), strategy, CONFIG)
+  stage, resumed = toy_stage(strategy, dropout=0.5)
+  trainer.fit(stage, str(tmp_path / 'resumed'), strategy, CONFIG)
+  np.testing.assert_array_equal(resumed.get_weights()[0], straight.get_weights()[0])
+
+
+def test_non_finite_loss_before_any_checkpoint_says_so(tmp_path):
+  strategy = tf.distribute.get_strategy()
+  stage, _ = toy_stage(strategy, scale=float('nan'))
+  with pytest.raises(trainer.NonFiniteLossError) as caught:
+    trainer.fit(stage, str(tmp_path), strategy, CONFIG)
+  assert 'No checkpoint' in str(caught.value) and 'step 0' in str(caught.value)
+  assert not os.path.exists(trainer.checkpoint_dir(str(tmp_path))) or not os.listdir(
+      trainer.checkpoint_dir(str(tmp_path)))
+
+
+def test_ctrl_c_names_the_last_checkpoint(tmp_path):
+  """Ctrl-C becomes `Interrupted` saying which checkpoint a rerun resumes from."""
+  strategy = tf.distribute.get_strategy()
+
+  def press_ctrl_c(epoch, means):
+    del means
+    if epoch == 1:
+      raise KeyboardInterrupt
+
+  stage, _ = toy_stage(strategy, on_epoch_end=press_ctrl_c)
+  with pytest.raises(trainer.Interrupted) as caught:
+    trainer.fit(stage, str(tmp_path), strategy, CONFIG)
+  # Epoch 1 ends at step 16; its checkpoint comes after the epoch's decision: ckpt-12 is kept.
+  message = str(caught.value)
+  assert 'step 16' in message and message.count('ckpt-12') == 1, message
+  assert 'resumes from it' in message
+
+
+def test_an_interrupted_save_is_removed_on_the_next_start(tmp_path):
+  strategy = tf.distribute.get_strategy()
+  stale = os.path.join(trainer.checkpoint_dir(str(tmp_path)), 'ckpt-4_temp')
+  os.makedirs(os.path.join(stale, 'part-00000-of-00001'))
+  stage, _ = toy_stage(strategy, max_steps=4)
+  trainer.fit(stage, str(tmp_path), strategy, CONFIG)
+  assert not os.path.exists(stale)
+  assert tf.train.latest_checkpoint(trainer.checkpoint_dir(str(tmp_path))).endswith('ckpt-4')
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -35,7 +35,6 @@ import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from train import cli
@@ -497,4 +496,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.FLAGS.set_default('stage', 'source')
-  app.run(main)
+  cli.run_main(main)

@@ -16,13 +16,13 @@ import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import keras
 import tensorflow as tf
 
 from cycada_tf import ops
 from cycada_tf.models import layers
+from train import cli
 
 FLAGS = flags.FLAGS
 
@@ -128,4 +128,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run_main(main)

@@ -21,7 +21,6 @@ import json
 import re
 import sys
 
-from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
@@ -145,4 +144,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run_main(main)

@@ -14,9 +14,7 @@ import os
 # TensorFlow's C++ start-up chatter hides the progress lines; errors still show.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from ml_collections import config_flags
 
 from train import cli
 
@@ -34,8 +32,8 @@ flags.DEFINE_string('eval_stage', None, 'With --stage=eval: which stage to evalu
 flags.DEFINE_string('strategy', 'auto', 'auto, one_device, mirrored or multi_worker.')
 flags.DEFINE_integer('cpu_replicas', 0, 'Split the CPU into N logical devices and mirror over '
                      'them (N > 1).')
-config_flags.DEFINE_config_file('config', os.path.join(_CONFIGS_DIR, 'uci_mnist.py'),
-                                'Config file (default: the pair\'s file in configs/).')
+cli.define_config_file('config', os.path.join(_CONFIGS_DIR, 'uci_mnist.py'),
+                       'Config file (default: the pair\'s file in configs/).')
 
 DEFAULT_DATASET = 'uci_mnist'
 
@@ -45,9 +43,24 @@ def load_config(pair):
   if FLAGS['config'].present:
     return FLAGS.config
   config = importlib.import_module(f'configs.{pair.config}').get_config()
-  overrides = {name[len('config.'):]: FLAGS[name].value for name in FLAGS
-               if name.startswith('config.') and FLAGS[name].present}
-  return apply_overrides(config, overrides)
+  return apply_overrides(config, command_line_overrides())
+
+
+def command_line_overrides():
+  """{'section.key': value} of every --config.section.key=value on the command line."""
+  return {name[len('config.'):]: FLAGS[name].value for name in FLAGS
+          if name.startswith('config.') and FLAGS[name].present}
+
+
+def explicit_settings(config):
+  """The dotted config paths the command line decided (every one for --config=FILE)."""
+  from cycada_tf import preflight  # pylint: disable=g-import-not-at-top
+  explicit = set(command_line_overrides())
+  if FLAGS['config'].present:
+    explicit.update(preflight._leaves(config))  # pylint: disable=protected-access
+  if FLAGS.seed is not None:
+    explicit.add('seed')
+  return explicit
 
 
 def apply_overrides(config, overrides):
@@ -88,6 +101,7 @@ def build_context():
   from cycada_tf import distribute
   from cycada_tf import kernels
   from cycada_tf import precision
+  from cycada_tf import preflight
   from cycada_tf.data import pairs
   from cycada_tf.stages import common
   from cycada_tf import workflow
@@ -100,20 +114,31 @@ def build_context():
   # `custom_image_shape`); resolve once to find the config file.
   pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=(28, 28, 1))
   config = load_config(pair)
+  if FLAGS.seed is not None:
+    config.seed = FLAGS.seed
+  model_dir = FLAGS.model_dir or os.path.join('runs', pair.name.replace(':', '_'))
+  preflight.check_model_dir(model_dir)
+  explicit = explicit_settings(config)
+  # A later command on this model_dir continues with the settings it was trained with.
+  saved_shape = preflight.restore_settings(config, pair, model_dir, explicit)
   if pair.name.startswith('custom:'):
-    pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target,
-                              image_shape=custom_image_shape(config))
+    shape_given = {'data.image_size', 'data.channels'} & explicit
+    shape = saved_shape if saved_shape and not shape_given else custom_image_shape(config)
+    pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=shape)
   # Checked now so a typo fails in a second, not after data preparation; the policy itself is
   # set per stage by `workflow` (export always builds float32 models).
   precision.policy_name(config.train.get('precision', 'fp32'))
   kernels.check_choice(config.train.get('kernels', 'auto'))  # devices are not set up yet
   tfds.disable_progress_bar()
-  if FLAGS.seed is not None:
-    config.seed = FLAGS.seed
   keras.utils.set_random_seed(int(config.seed))
   tf.config.experimental.enable_op_determinism()
+  # Before anything runs a TF op: logical CPUs and multi-worker need an uninitialised runtime.
   strategy = distribute.create_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
-  model_dir = FLAGS.model_dir or os.path.join('runs', pair.name.replace(':', '_'))
+  print(f'[main] checking the data of {pair.source} and {pair.target} (preparing offline '
+        'datasets the first time)', flush=True)
+  preflight.check_data(config, pair, FLAGS.data_dir, FLAGS.stage, explicit)
+  if distribute.is_chief(strategy):
+    preflight.save_settings(config, pair, model_dir)
   print(f'[main] pair {pair.name}: {pair.source} → {pair.target}, image shape '
         f'{tuple(pair.image_shape)}, model_dir {model_dir}; {distribute.describe(strategy)}; '
         f'kernels {kernels.resolve(config.train.get("kernels", "auto"), strategy)}', flush=True)
@@ -135,4 +160,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_main(main)

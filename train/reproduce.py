@@ -14,10 +14,10 @@ import os
 import subprocess
 import sys
 
-from absl import app
 from absl import flags
 
 from cycada_tf import results as results_lib
+from train import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('dataset', 'uci_mnist', 'Dataset pair.')
@@ -71,4 +71,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_main(main)

@@ -1,0 +1,118 @@
+"""The README's promises at the command line: one line and exit code 2 for bad input, before any
+training; one line and the resume command for Ctrl-C; settings remembered per model_dir."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _env(data_dir):
+  return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='',
+              TFDS_DATA_DIR=str(data_dir))
+
+
+def _main(args, data_dir, timeout=300):
+  return subprocess.run([sys.executable, '-m', 'train.main', f'--data_dir={data_dir}', *args],
+                        env=_env(data_dir), cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _error_lines(result):
+  return [line for line in result.stderr.splitlines() if line.startswith('error:')]
+
+
+def _assert_one_line_error(result, pattern):
+  assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  lines = _error_lines(result)
+  assert len(lines) == 1 and pattern in lines[0], result.stderr[-2000:]
+  assert '] step ' not in result.stdout  # nothing trained
+
+
+def _folder(root, classes, per_class=4, size=10):
+  rng = np.random.default_rng(1)
+  for split in ('train', 'test'):
+    for name in classes:
+      os.makedirs(os.path.join(root, split, name))
+      for i in range(per_class):
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(
+            os.path.join(root, split, name, f'{i}.png'))
+  return f'folder:{root}'
+
+
+@pytest.mark.parametrize('flag, pattern', [
+    ('--config.source.epochz=3', "no setting 'epochz'; did you mean 'epochs'?"),
+    ('--config.source.epochs=abc', "--config.source.epochs=abc: invalid literal"),
+    ('--no_such_flag=1', "Unknown command line flag 'no_such_flag'"),
+])
+def test_flag_mistakes_are_one_line_and_exit_2(tmp_path, flag, pattern):
+  _assert_one_line_error(_main(['--stage=source', flag], tmp_path), pattern)
+
+
+def test_bad_model_dir_and_small_batch_fail_before_any_work(tmp_path, offline_data_dir):
+  a_file = tmp_path / 'file'
+  a_file.write_text('x')
+  _assert_one_line_error(_main(['--stage=source', f'--model_dir={a_file}'], offline_data_dir),
+                         'is a file, not a directory')
+  _assert_one_line_error(
+      _main(['--stage=source', f'--model_dir={tmp_path / "run"}',
+             '--config.source.batch_size=5000'], offline_data_dir),
+      '--config.source.batch_size=1437')
+
+
+def test_folder_pairs_with_other_classes_fail_before_training(tmp_path):
+  source = _folder(str(tmp_path / 'pets'), ['cat', 'dog'])
+  target = _folder(str(tmp_path / 'digits'), ['0', '1'])
+  _assert_one_line_error(
+      _main(['--stage=source', f'--source={source}', f'--target={target}',
+             f'--model_dir={tmp_path / "run"}'], tmp_path),
+      "['cat', 'dog'] vs ['0', '1']")
+
+
+def test_later_stages_use_the_saved_settings(tmp_path):
+  """A custom pair trained at 16×16: `eval` without the flag loads it (it used to fail in the
+  checkpoint restore with mismatched kernel shapes); a contradicting flag is one line."""
+  source = _folder(str(tmp_path / 's'), ['a', 'b', 'c'])
+  target = _folder(str(tmp_path / 't'), ['a', 'b', 'c'])
+  run = ['--source=' + source, '--target=' + target, f'--model_dir={tmp_path / "run"}']
+  trained = _main(['--stage=source', *run, '--config.data.image_size=16',
+                   '--config.source.batch_size=4', '--config.source.epochs=1'], tmp_path)
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  evaluated = _main(['--stage=eval', '--eval_stage=source', *run], tmp_path)
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert 'image shape (16, 16, 1)' in evaluated.stdout
+  _assert_one_line_error(
+      _main(['--stage=eval', '--eval_stage=source', *run, '--config.data.image_size=20'],
+            tmp_path),
+      '--config.data.image_size=20 contradicts 16')
+
+
+def test_ctrl_c_prints_the_checkpoint_and_the_resume_command(tmp_path, offline_data_dir):
+  model_dir = tmp_path / 'run'
+  args = [sys.executable, '-m', 'train.main', '--stage=source', f'--model_dir={model_dir}',
+          f'--data_dir={offline_data_dir}', '--config.source.epochs=100',
+          '--config.train.log_every_steps=5', '--config.train.checkpoint_every_steps=10']
+  process = subprocess.Popen(args, env=_env(offline_data_dir), cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  checkpoint = os.path.join(model_dir, 'source', 'checkpoints', 'checkpoint')
+  deadline = time.time() + 240
+  while not os.path.exists(checkpoint) and time.time() < deadline:
+    time.sleep(0.5)
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 130, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  lines = [line for line in stderr.splitlines() if line.startswith('interrupted:')]
+  assert len(lines) == 1, stderr[-3000:]
+  assert 'The last checkpoint is ' in lines[0] and '/source/checkpoints/ckpt-' in lines[0]
+  assert f'Resume with: python -m train.main --stage=source --model_dir={model_dir}' in lines[0]
