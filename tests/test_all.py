@@ -1,11 +1,14 @@
-"""`--stage=all` on a tiny config: every stage runs, and a rerun after a kill resumes."""
+"""`--stage=all` on a tiny config: every stage runs, and a run killed anywhere ends as one that
+was never killed."""
 
-import pytest
 import json
-import signal
+import os
 import subprocess
 import sys
-import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
 
 from tests.conftest import REPO
 
@@ -19,42 +22,89 @@ TINY = ['--config.model.generator_filters=8', '--config.model.discriminator_filt
         '--config.pixel.decay_epochs=0', '--config.task.epochs=1',
         '--config.task.batch_size=32', '--config.feature.batch_size=32',
         '--config.feature.learning_rate=1e-3', '--config.feature.discriminator_learning_rate=1e-3',
-        '--config.train.checkpoint_every_steps=20', '--config.train.log_every_steps=20']
+        '--config.train.checkpoint_every_steps=20', '--config.train.log_every_steps=20',
+        '--config.max_steps=40']
 
 
-def test_all_runs_every_stage_and_resumes_after_feature_is_killed(tmp_path, offline_data_dir):
-  base = [sys.executable, '-m', 'train.main', '--stage=all', f'--model_dir={tmp_path}',
-          f'--data_dir={offline_data_dir}'] + TINY
-  feature_checkpoints = tmp_path / 'feature' / 'checkpoints'
-  # A long feature stage, killed as soon as it has written a checkpoint.
-  process = subprocess.Popen(base + ['--config.feature.epochs=200'], cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  deadline = time.time() + 400
-  while time.time() < deadline and process.poll() is None:
-    if feature_checkpoints.exists() and any(
-        p.name.endswith('.index') for p in feature_checkpoints.iterdir()):
-      break
-    time.sleep(0.2)
-  output = process.stdout.read() if process.poll() is not None else ''
-  assert process.poll() is None, f'the run ended before the feature stage: {output[-3000:]}'
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  for stage in ('source', 'target_only', 'pixel', 'task'):
-    assert (tmp_path / stage / 'metrics.json').exists()
-  assert not (tmp_path / 'feature' / 'metrics.json').exists()
+# Faults injected one after another into the same model_dir (tests/fault_runner.py): SIGKILL at
+# some time into the run, during the n-th checkpoint save, during the n-th SavedModel save.
+# A `save` or `export` fault always hits a run that has that save left to do; a `time` fault
+# hits if the run lasts that long. Short times make each killed process get only a little
+# further, so the later faults still find work: the two export faults kill the classifier's
+# and then (a reused classifier calls no save) the translator's SavedModel save.
+FAULTS = (('time', 20), ('save', 2), ('time', 20), ('save', 3), ('time', 25), ('save', 2),
+          ('export', 1), ('export', 2))
+# Wall-clock fields of metrics.json: the only ones allowed to differ.
+_TIMINGS = ('train_seconds', 'examples_per_second', 'first_call_seconds')
 
-  result = subprocess.run(base + ['--config.feature.epochs=2'], cwd=REPO, capture_output=True,
-                          text=True, timeout=400)
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = result.stdout
-  for stage in ('source', 'target_only', 'pixel', 'task'):
-    assert f'[all] {stage}: already finished' in out
-  assert '[feature] resumed from' in out
-  assert (tmp_path / 'feature' / 'metrics.json').exists()
-  exported = json.loads((tmp_path / 'export' / 'metrics.json').read_text())
-  assert exported['path'] == str(tmp_path / 'export' / '1')
-  assert (tmp_path / 'export' / '1' / 'saved_model.pb').exists()
-  assert (tmp_path / 'export_translator' / '1' / 'saved_model.pb').exists()
+
+def _command(model_dir, data_dir):
+  return ['--stage=all', f'--model_dir={model_dir}', f'--data_dir={data_dir}'] + TINY
+
+
+def _run(args, fault=None, seed=0):
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
+  prefix = ([sys.executable, os.path.join(REPO, 'tests', 'fault_runner.py'), fault[0],
+             str(fault[1]), str(seed)] if fault else [sys.executable, '-m', 'train.main'])
+  return subprocess.run(prefix + args, cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=900)
+
+
+def _metrics(model_dir):
+  found = {}
+  for root, _, files in os.walk(model_dir):
+    if 'metrics.json' in files:
+      with open(os.path.join(root, 'metrics.json')) as f:
+        payload = json.load(f)
+      for key in _TIMINGS:
+        payload.pop(key, None)
+      found[os.path.relpath(root, model_dir)] = json.loads(
+          json.dumps(payload).replace(str(model_dir), '<model_dir>'))
+  return found
+
+
+def _served(model_dir):
+  """Every exported version's outputs on a fixed batch, by `export_root/version`."""
+  images = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), np.uint8))
+  outputs = {}
+  for root in ('export', 'export_translator'):
+    for version in sorted(os.listdir(model_dir / root)):
+      if version.isdigit():
+        signature = tf.saved_model.load(str(model_dir / root / version)).signatures[
+            'serving_default']
+        outputs[f'{root}/{version}'] = {k: v.numpy() for k, v in signature(images=images).items()}
+  return outputs
+
+
+def test_all_killed_anywhere_ends_as_the_uninterrupted_run(tmp_path, offline_data_dir):
+  straight_dir, killed_dir = tmp_path / 'straight', tmp_path / 'killed'
+  straight = _run(_command(straight_dir, offline_data_dir))
+  assert straight.returncode == 0, straight.stderr[-3000:]
   # The final table has every row the run produced.
   for row in ('| source only |', '| pixel only |', '| pixel+feat |', '| target only |'):
-    assert row in out
+    assert row in straight.stdout
+  # Every long phase says what it is doing.
+  for phase in ('[main] checking the data', '[source] starting: building the models',
+                '[source] tracing and compiling the training step', '[eval] accuracy on',
+                '[task] translating'):
+    assert phase in straight.stdout, phase
+
+  killed = 0
+  for seed, fault in enumerate(FAULTS):
+    result = _run(_command(killed_dir, offline_data_dir), fault=fault, seed=seed)
+    assert result.returncode in (0, -9), (fault, result.stderr[-3000:])
+    killed += result.returncode == -9
+  final = _run(_command(killed_dir, offline_data_dir))
+  assert final.returncode == 0, final.stderr[-3000:]
+  assert killed >= 4, f'only {killed} of {len(FAULTS)} faults hit a running pipeline'
+
+  assert _metrics(killed_dir) == _metrics(straight_dir)
+  assert (straight_dir / 'export' / '1' / 'saved_model.pb').exists()
+  served, expected = _served(killed_dir), _served(straight_dir)
+  assert sorted(served) == sorted(expected) == ['export/1', 'export_translator/1']
+  for version, outputs in expected.items():
+    for name, value in outputs.items():
+      np.testing.assert_array_equal(served[version][name], value, err_msg=f'{version} {name}')
+  leftovers = [os.path.join(root, name) for root, dirs, _ in os.walk(killed_dir)
+               for name in dirs if name.endswith('_temp') or name.startswith('.tmp')]
+  assert not leftovers, leftovers

@@ -231,3 +231,17 @@ def test_write_json_atomically(tmp_path):
   trainer.write_json_atomically(str(path), {'b': 1, 'a': 0.5})
   assert path.read_text().startswith('{\n  "a": 0.5')
   assert [p.name for p in path.parent.iterdir()] == ['metrics.json']
+
+
+def test_eta_leaves_out_the_first_calls_tracing(monkeypatch):
+  """The first call took 100 s (tracing); then 10 steps took 1 s: 80 steps left are 8 s."""
+  clock = [0.0]
+  monkeypatch.setattr(trainer.time, 'perf_counter', lambda: clock[0])
+  progress = trainer._Progress('toy', total_steps=100, global_batch_size=8, first_step=0)
+  clock[0] = 100.0
+  progress.restart(10)  # as `fit` does right after the first call
+  line, rate = progress.line(10, {'loss': 1.0})  # that call's own log line
+  assert rate is None and 'first call (tracing, compiling)' in line
+  clock[0] = 101.0
+  line, rate = progress.line(20, {'loss': 1.0})
+  assert rate == 80.0 and line.endswith('ETA 0:00:08'), line

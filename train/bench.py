@@ -309,14 +309,13 @@ def bench_step(ctx, stage_name, train_config, precisions, steps, warmup, example
   plus `bf16_speedup` (bf16's examples/s over fp32's) and `cpu_tuned_speedup` (cpu_tuned's over
   stock's), each the median over pairs of calls (per kernel path / per precision when both vary).
   """
-  from cycada_tf import kernels  # pylint: disable=g-import-not-at-top
-  from cycada_tf import precision  # pylint: disable=g-import-not-at-top
+  from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
   counts = _windows(steps, train_config.steps_per_call)
   variants = [(p, k) for p in precisions for k in kernel_paths]
   names = [variant_name(p, k, precisions, kernel_paths) for p, k in variants]
   prepared = []
   for precision_name, kernel_path in variants:
-    with precision.policy_scope(precision_name), kernels.scope(kernel_path, ctx.strategy):
+    with workflow.stage_scope(stage_name, ctx, precision_name, kernel_path):
       prepared.append(prepare_step(ctx, stage_name, train_config, counts, warmup,
                                    examples_per_epoch))
   if FLAGS.profile_dir:
@@ -447,8 +446,9 @@ def run():
     if FLAGS.kernels:
       config.train.kernels = FLAGS.kernels
     kernel_paths = [kernels.resolve(config.train.get('kernels', 'auto'), ctx.strategy)]
-  if 'bf16' in precisions and precision.bf16_warning(ctx.strategy):
-    _log(f'[bench] {precision.bf16_warning(ctx.strategy)}')
+  warning = precision.bf16_warning(ctx.strategy) if 'bf16' in precisions else None
+  if warning:
+    _log(f'[bench] {warning}')
   if FLAGS.stage == 'feature' and FLAGS.feature_gate == 'open' and FLAGS.mode == 'step':
     config.feature.gate_threshold = -1.0
   train_config = trainer.TrainConfig.from_config(config.train)
@@ -467,8 +467,7 @@ def run():
   }
   with contextlib.redirect_stdout(sys.stderr):
     if FLAGS.mode == 'input':
-      with precision.policy_scope(config.train.precision), \
-          kernels.scope(kernel_paths[0], ctx.strategy):
+      with workflow.stage_scope(FLAGS.stage, ctx, config.train.precision, kernel_paths[0]):
         result.update(bench_input(ctx, FLAGS.stage, train_config, FLAGS.steps, FLAGS.warmup))
       return result
     result.update(bench_step(ctx, FLAGS.stage, train_config, precisions, FLAGS.steps,
