@@ -18,6 +18,7 @@ Conventions a stage's `replica_step` must follow:
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import shutil
 import time
 from typing import Callable, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from cycada_tf import distribute
@@ -324,9 +326,14 @@ def fit(stage, stage_dir, strategy, train_config):
   # The current epoch's metric sums, saved with every checkpoint: a run resumed mid-epoch hands
   # `on_epoch_end` the whole epoch's means, not only the part after the resume.
   epoch_sums_var = tf.Variable('', dtype=tf.string, trainable=False, name='epoch_sums')
+  # Likewise the log window in progress and the last logged means, so that the next log line
+  # and `FitResult.final_metrics` (metrics.json's final_train_metrics) are the uninterrupted
+  # run's, even after a resume at the very last step.
+  log_window_var = tf.Variable('', dtype=tf.string, trainable=False, name='log_window')
   checkpoint = checkpoint_for(stage.models, stage.optimizers,
                               dict(stage.extra_state, trainer_stop_reason=stopped_var,
-                                   trainer_epoch_sums=epoch_sums_var), step_var,
+                                   trainer_epoch_sums=epoch_sums_var,
+                                   trainer_log_window=log_window_var), step_var,
                               with_random_state=True)
   # Every worker saves (saving is collective), each into its own directory, but every worker
   # restores from the chief's: a worker restarted on a fresh machine (empty temp dir) must
@@ -360,8 +367,7 @@ def fit(stage, stage_dir, strategy, train_config):
   if stopped_var.numpy():
     print(f'[{stage.name}] already stopped early at step {step}: {stop_reason}', flush=True)
     total_steps = step
-  final_means = {}
-  window_sums, window_steps = {}, 0
+  final_means, window_sums, window_steps = _decode_log_window(log_window_var.numpy())
   start_time = time.perf_counter()
   first_call = None  # (time it returned, step after it)
   epochs_completed = step // stage.steps_per_epoch
@@ -431,6 +437,7 @@ def fit(stage, stage_dir, strategy, train_config):
           print(f'[{stage.name}] stopping early: {reason}', flush=True)
       if stopping or step % train_config.checkpoint_every_steps == 0:
         epoch_sums_var.assign(_encode_epoch_sums(epoch_sums, epoch_steps))
+        log_window_var.assign(_encode_log_window(final_means, window_sums, window_steps))
         saved_path = manager.save(checkpoint_number=step)
         last_saved = step
       if stopping:
@@ -439,11 +446,12 @@ def fit(stage, stage_dir, strategy, train_config):
     raise Interrupted(f'stage {stage.name!r} interrupted at step {step} of {total_steps}. '
                       f'{_resume_point(saved_path, stage.name)}') from None
 
-  if window_steps:
-    final_means = {k: v / window_steps for k, v in window_sums.items()}
   if last_saved != step:
     epoch_sums_var.assign(_encode_epoch_sums(epoch_sums, epoch_steps))
+    log_window_var.assign(_encode_log_window(final_means, window_sums, window_steps))
     saved_path = manager.save(checkpoint_number=step)
+  if window_steps:
+    final_means = {k: v / window_steps for k, v in window_sums.items()}
   writer.flush()
   end_time = time.perf_counter()
   steady_rate = None
@@ -463,6 +471,19 @@ def _resume_point(saved_path, stage_name):
           f'the stage from step 0')
 
 
+def _encode_log_window(final_means, sums, steps):
+  return json.dumps({'final_means': final_means, 'sums': sums, 'steps': steps}, sort_keys=True)
+
+
+def _decode_log_window(encoded):
+  """(last logged means, window sums, window steps) as saved, or empty for a fresh run."""
+  if not encoded:
+    return {}, {}, 0
+  saved = json.loads(encoded.decode() if isinstance(encoded, bytes) else encoded)
+  return (saved['final_means'], {k: float(v) for k, v in saved['sums'].items()},
+          int(saved['steps']))
+
+
 def _encode_epoch_sums(sums, steps):
   return json.dumps({'steps': steps, 'sums': sums}, sort_keys=True)
 
@@ -479,6 +500,25 @@ def _decode_epoch_sums(encoded, step, steps_per_epoch):
   if saved['steps'] != step % steps_per_epoch or saved['steps'] == 0:
     return {}, 0
   return {k: float(v) for k, v in saved['sums'].items()}, int(saved['steps'])
+
+
+def checkpoint_fingerprint(prefix):
+  """SHA-256 of a checkpoint's saved values (every tensor, by key), not of its files.
+
+  A checkpoint's index file also holds the object graph, whose variable names carry Keras'
+  per-process counters (`adam_8/iteration` in one process, `adam_2/iteration` in a resumed
+  one), so equal weights can give different files. The values alone say whether two
+  checkpoints hold the same model; `task` and `export` use this to know what they derive from.
+  """
+  reader = tf.train.load_checkpoint(prefix)
+  digest = hashlib.sha256()
+  for key in sorted(reader.get_variable_to_shape_map()):
+    if key == '_CHECKPOINTABLE_OBJECT_GRAPH':
+      continue
+    value = reader.get_tensor(key)
+    digest.update(key.encode())
+    digest.update(value if isinstance(value, bytes) else np.ascontiguousarray(value).tobytes())
+  return digest.hexdigest()
 
 
 def restore_models(stage_dir, models, what):

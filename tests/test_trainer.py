@@ -245,3 +245,52 @@ def test_eta_leaves_out_the_first_calls_tracing(monkeypatch):
   clock[0] = 101.0
   line, rate = progress.line(20, {'loss': 1.0})
   assert rate == 80.0 and line.endswith('ETA 0:00:08'), line
+
+
+def test_checkpoint_fingerprint_is_of_values_not_variable_names(tmp_path):
+  """Equal weights saved by differently named variables (Keras' per-process counters) match;
+  one changed weight does not."""
+  def save(name, value, directory):
+    variable = tf.Variable(value, name=name)
+    return tf.train.Checkpoint(model=tf.train.Checkpoint(kernel=variable)).write(
+        str(tmp_path / directory / 'ckpt'))
+
+  first = save('dense_1/kernel', [1.0, 2.0], 'a')
+  renamed = save('dense_8/kernel', [1.0, 2.0], 'b')
+  changed = save('dense_1/kernel', [1.0, 2.5], 'c')
+  with open(first + '.index', 'rb') as f, open(renamed + '.index', 'rb') as g:
+    assert f.read() != g.read()  # the files differ ...
+  assert trainer.checkpoint_fingerprint(first) == trainer.checkpoint_fingerprint(renamed)
+  assert trainer.checkpoint_fingerprint(first) != trainer.checkpoint_fingerprint(changed)
+
+
+def test_log_window_and_final_metrics_survive_resumes(tmp_path):
+  """Interrupted between two log steps, then resumed: the next logged means and the final
+  metrics are the uninterrupted run's; and a rerun after the last checkpoint (killed before
+  metrics.json) still reports them (it reported {} before)."""
+  from tests.conftest import scalars  # pylint: disable=g-import-not-at-top
+  strategy = tf.distribute.get_strategy()
+  config = trainer.TrainConfig(log_every_steps=6, checkpoint_every_steps=8, steps_per_call=3)
+
+  def ctrl_c_in_epoch_1(epoch, means):
+    del means
+    if epoch == 1:
+      raise KeyboardInterrupt  # at step 16, before its checkpoint: resumes from step 8
+
+  stage, _ = toy_stage(strategy, on_epoch_end=lambda epoch, means: None)
+  straight = trainer.fit(stage, str(tmp_path / 'straight'), strategy, config)
+  stage, _ = toy_stage(strategy, on_epoch_end=ctrl_c_in_epoch_1)
+  with pytest.raises(trainer.Interrupted):
+    trainer.fit(stage, str(tmp_path / 'resumed'), strategy, config)
+  stage, _ = toy_stage(strategy, on_epoch_end=lambda epoch, means: None)
+  resumed = trainer.fit(stage, str(tmp_path / 'resumed'), strategy, config)
+  assert resumed.final_metrics == straight.final_metrics
+  logged = {name: scalars(str(tmp_path / name / 'train'), 'loss')
+            for name in ('straight', 'resumed')}
+  # Steps 6, 12 (its window began before the resume at 8), 18, 24 in both; the resumed run's
+  # first process also logged 12 before being interrupted at 16.
+  assert logged['straight'] == [logged['resumed'][0]] + logged['resumed'][-3:]
+
+  stage, _ = toy_stage(strategy, on_epoch_end=lambda epoch, means: None)
+  rerun = trainer.fit(stage, str(tmp_path / 'resumed'), strategy, config)
+  assert rerun.steps == 24 and rerun.final_metrics == straight.final_metrics
