@@ -11,29 +11,42 @@ what was measured at evaluation time.
 Signatures of the classifier SavedModel:
   serving_default(images: uint8 [N, H, W, C], C in {1, 3}, any H and W)
       -> probabilities: float32 [N, num_classes], classes: int64 [N]
-  serve_bytes(images: string [N], encoded PNG/JPEG, sizes may differ within a request)
-      -> the same outputs.
+  serve_bytes(images: string [N], encoded PNG/JPEG (GIF, BMP, WebP: the first frame), sizes may
+      differ within a request) -> the same outputs.
 Signatures of the translator SavedModel (G_ST: source rendered in target style):
   serving_default(images: uint8 [N, H, W, C]) -> images: uint8 [N, H_model, W_model, C_model]
-  serve_bytes(images: string [N]) -> images: string [N] of PNG-encoded translations.
+  serve_bytes(images: string [N]) -> images_bytes: string [N] of PNG-encoded translations.
+The PNG output's name ends in `_bytes` because TF Serving's REST API base64-encodes a string
+output (`{"b64": ...}`) only when its name does; any other string output is written into the JSON
+response as it is, and raw PNG bytes there make the response invalid JSON.
 
 Bad input is rejected by the graph with a message that says what is expected:
   - a wrong dtype (say float32 into `serving_default`) is refused by the signature itself before
     the graph runs: `InvalidArgumentError: ... expected to be a uint8 tensor but is a float tensor`;
   - a wrong rank or channel count fails an in-graph assertion, `InvalidArgumentError` containing
-    `INPUT_ERROR` and the received shape.
-The uint8 input is declared with unknown rank rather than [None, None, None, None] on purpose:
-with a declared rank of 4 TensorFlow proves the rank check true while tracing and drops it, and
-neither the Python signature wrapper nor TF Serving checks shapes of fed tensors, so a rank-3
-image then dies deep in the graph with "slice index 3 of dimension 0 out of bounds" instead of
-the message above.
+    `INPUT_ERROR` (`BYTES_ERROR` for `serve_bytes`) and the received shape.
+Both inputs are declared with unknown rank rather than [None, None, None, None] or [None] on
+purpose: with a declared rank TensorFlow proves the rank check true while tracing and drops it,
+and neither the Python signature wrapper nor TF Serving checks shapes of fed tensors, so a rank-3
+image then dies deep in the graph with "slice index 3 of dimension 0 out of bounds" (a scalar
+string with "slice index 0 of dimension 0 out of bounds") instead of the message above.
+
+Each version directory also carries, in `assets.extra/` (which TF Serving copies nowhere and
+otherwise ignores), `tf_serving_warmup_requests`: one `PredictionLog` per signature that TF
+Serving runs when it loads the version, so the first real request does not pay for lazy
+initialisation; and `cycada_export.json`: what the version was exported from and how it
+compared with the Keras model, so that an export of unchanged checkpoints reuses it.
 """
 
+import json
 import os
 import re
 import shutil
 
+import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from cycada_tf.data import pipeline
 from cycada_tf.data import translated
@@ -41,6 +54,12 @@ from cycada_tf.data import translated
 INPUT_ERROR = 'expected uint8 images [N, H, W, C] with C in {1, 3}'
 BYTES_ERROR = 'expected a string vector [N] of encoded PNG/JPEG images'
 SIGNATURES = ('serving_default', 'serve_bytes')
+# TF Serving's fixed names: the folder it reads extras from, and the warm-up file in it.
+ASSETS_EXTRA = 'assets.extra'
+WARMUP_FILE = 'tf_serving_warmup_requests'
+# Ours, beside it: what a version was exported from (see `save_versioned`).
+RECORD_FILE = 'cycada_export.json'
+TEMP_PREFIX = '.tmp-'
 _VERSION_DIR = re.compile(r'^\d+$')
 
 
@@ -65,44 +84,86 @@ def preprocess(images, image_shape, content_fraction=1.0):
   return tf.cond(tf.equal(tf.shape(images)[3], 1), with_channels(1), with_channels(3))
 
 
+def _checked(tensor, ok, message, shape):
+  """`tensor`, statically of `shape`, if the run-time condition `ok` holds; else a failed assert.
+
+  The check feeds a `tf.cond` whose output everything downstream consumes, i.e. a data
+  dependency rather than a control dependency: graph optimisation of the saved function was
+  seen to let `tf.shape(images)[3]` run ahead of a control-dependent assertion, so a rank-3
+  request failed with "slice index 3 of dimension 0 out of bounds" instead of `message`. The
+  static shape is set after the `tf.cond`, not by a `tf.ensure_shape` in its true branch: that
+  op was seen to run even when the branch was not taken, failing a scalar string with "Shape of
+  tensor ... [] is not compatible with expected shape [?]" instead of `message`.
+  """
+
+  def rejected():
+    with tf.control_dependencies(
+        [tf.debugging.Assert(ok, [message, 'got shape', tf.shape(tensor)])]):
+      return tf.zeros([0] * len(shape), tensor.dtype)
+
+  checked = tf.cond(ok, lambda: tf.identity(tensor), rejected)
+  checked.set_shape(shape)
+  return checked
+
+
 def check_images(images):
   """Returns `images` as [N, H, W, C] once rank 4 and C ∈ {1, 3} are checked at run time.
 
-  The checks feed a `tf.cond` whose output everything downstream consumes, i.e. a data
-  dependency rather than a control dependency: graph optimisation of the saved function was
-  seen to let `tf.shape(images)[3]` run ahead of a control-dependent assertion, so a rank-3
-  request failed with "slice index 3 of dimension 0 out of bounds" instead of `INPUT_ERROR`.
-  The rank and channel count are computed so that neither can fail on a wrong rank.
+  The rank and channel count are computed so that neither can fail on a wrong rank (see
+  `_checked` for why the check must be a data dependency).
   """
   shape = tf.shape(images)
   channels = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[3]
   ok = tf.logical_and(tf.equal(tf.rank(images), 4),
                       tf.logical_or(tf.equal(channels, 1), tf.equal(channels, 3)))
+  return _checked(images, ok, INPUT_ERROR, [None, None, None, None])
 
-  def rejected():
-    with tf.control_dependencies([tf.debugging.Assert(ok, [INPUT_ERROR, 'got shape', shape])]):
-      return tf.zeros([0, 0, 0, 1], tf.uint8)
 
-  return tf.cond(ok, lambda: tf.ensure_shape(images, [None, None, None, None]), rejected)
+def check_encoded(encoded):
+  """Returns `encoded` as a string vector [N] once its rank is checked at run time.
+
+  A scalar string (one image not wrapped in a list) is the usual mistake; `tf.map_fn` would
+  otherwise fail on it with "slice index 0 of dimension 0 out of bounds".
+  """
+  return _checked(encoded, tf.equal(tf.rank(encoded), 1), BYTES_ERROR, [None])
+
+
+def _decode_and_preprocess_one(data, image_shape, content_fraction):
+  """One encoded image → float32 [H, W, C] in [-1, 1].
+
+  PNG and JPEG decode straight to the model's channel count, as they always have. The GIF, BMP
+  and WebP decoders only produce colour (asked for grey they fail with "channels must be 0 or 3
+  for GIF"), so those are decoded to RGB and `pipeline.preprocess` converts them, exactly as it
+  converts a folder domain's images (which are all decoded to RGB). An animated GIF gives its
+  first frame.
+  """
+  channels = int(image_shape[-1])
+
+  def decoded_with(count):
+    def branch():
+      image = tf.io.decode_image(data, channels=count, dtype=tf.uint8, expand_animations=False)
+      return pipeline.preprocess(tf.ensure_shape(image, [None, None, count]), image_shape,
+                                 content_fraction)
+    return branch
+
+  if channels == 3:
+    return decoded_with(3)()
+  is_png = tf.equal(tf.strings.substr(data, 0, 4), b'\x89PNG')
+  return tf.cond(tf.logical_or(is_png, tf.io.is_jpeg(data)), decoded_with(channels),
+                 decoded_with(3))
 
 
 def decode_and_preprocess(encoded, image_shape, content_fraction=1.0):
-  """string [N] of PNG/JPEG → float32 [N, H, W, C] in [-1, 1], each image resized on its own.
+  """string [N] of encoded images → float32 [N, H, W, C] in [-1, 1], each resized on its own.
 
   Decoding happens per element inside `tf.map_fn` because images in one request may have
   different sizes, which no batched tensor could hold before the resize.
   """
-  with tf.control_dependencies([tf.debugging.assert_rank(encoded, 1, message=BYTES_ERROR)]):
-    encoded = tf.identity(encoded)
   height, width, channels = (int(d) for d in image_shape)
-
-  def one(data):
-    image = tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
-    return pipeline.preprocess(tf.ensure_shape(image, [None, None, channels]), image_shape,
-                               content_fraction)
-
-  return tf.map_fn(one, encoded,
-                   fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
+  return tf.map_fn(
+      lambda data: _decode_and_preprocess_one(data, image_shape, content_fraction),
+      check_encoded(encoded),
+      fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
 
 
 class _Server(tf.Module):
@@ -136,13 +197,34 @@ class _Server(tf.Module):
 
     self.serving_default = tf.function(
         from_pixels, input_signature=[tf.TensorSpec(None, tf.uint8, name='images')])
+    # Unknown rank, not [None]: see the module docstring.
     self.serve_bytes = tf.function(
-        from_bytes, input_signature=[tf.TensorSpec([None], tf.string, name='images')])
+        from_bytes, input_signature=[tf.TensorSpec(None, tf.string, name='images')])
 
   def signatures(self):
     """Concrete functions by signature name, for `tf.saved_model.save(signatures=...)`."""
     return {'serving_default': self.serving_default.get_concrete_function(),
             'serve_bytes': self.serve_bytes.get_concrete_function()}
+
+  def warmup_requests(self):
+    """One `PredictRequest` per signature: a single image at the model's size, as a client sends.
+
+    The pixels are fixed noise, so re-exporting the same model writes the same file.
+    """
+    height, width, channels = self.image_shape
+    pixels = np.random.default_rng(0).integers(0, 256, (1, height, width, channels),
+                                               dtype=np.uint8)
+    inputs = {'serving_default': pixels,
+              'serve_bytes': np.array([tf.io.encode_png(pixels[0]).numpy()], dtype=object)}
+    requests = []
+    for name in SIGNATURES:
+      # model_spec.name stays empty: TF Serving runs warm-up requests against the version it is
+      # loading, whatever name it serves it under, and that name is not known at export time.
+      request = predict_pb2.PredictRequest()
+      request.model_spec.signature_name = name
+      request.inputs['images'].CopyFrom(tf.make_tensor_proto(inputs[name]))
+      requests.append(request)
+    return requests
 
 
 class ClassifierServer(_Server):
@@ -160,9 +242,10 @@ class ClassifierServer(_Server):
 
 
 class TranslatorServer(_Server):
-  """G_ST: images → `images`, uint8 [N, H, W, C] of the model's size, or PNG strings [N].
+  """G_ST: images → `images`, uint8 [N, H, W, C] of the model's size, or `images_bytes`, PNG [N].
 
-  The pixels are `translated.to_uint8(G_ST(x))`, exactly what the `task` stage trains on.
+  The pixels are `translated.to_uint8(G_ST(x))`, exactly what the `task` stage trains on. The
+  PNG output is named `images_bytes` so that TF Serving's REST API base64-encodes it.
   """
 
   def __init__(self, generator, image_shape, content_fraction=1.0):
@@ -172,8 +255,8 @@ class TranslatorServer(_Server):
           tf.cast(generator(images, training=False), tf.float32))}
 
     def encode(outputs):
-      return {'images': tf.map_fn(tf.io.encode_png, outputs['images'],
-                                  fn_output_signature=tf.TensorSpec([], tf.string))}
+      return {'images_bytes': tf.map_fn(tf.io.encode_png, outputs['images'],
+                                        fn_output_signature=tf.TensorSpec([], tf.string))}
 
     super().__init__('translator_server', generator, respond, image_shape, content_fraction,
                      encode=encode)
@@ -187,23 +270,116 @@ def existing_versions(export_root):
                 if _VERSION_DIR.match(name) and os.path.isdir(os.path.join(export_root, name)))
 
 
-def save_versioned(server, export_root, verify=None):
+def remove_stale_temporaries(export_root):
+  """Deletes the `.tmp-*` directories a killed export left in `export_root`; returns their paths.
+
+  `save_versioned` removes its temporary directory itself unless the process dies (kill -9, a
+  lost machine) while saving. Only one export may run per model_dir at a time (two would race
+  for version numbers anyway), so whatever temporary is there at the start of an export is stale.
+  """
+  if not os.path.isdir(export_root):
+    return []
+  stale = [os.path.join(export_root, name) for name in sorted(os.listdir(export_root))
+           if name.startswith(TEMP_PREFIX)]
+  for path in stale:
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+  return stale
+
+
+def write_warmup_requests(version_dir, requests):
+  """Writes `requests` (PredictRequests) where TF Serving looks for warm-up data."""
+  os.makedirs(os.path.join(version_dir, ASSETS_EXTRA), exist_ok=True)
+  with tf.io.TFRecordWriter(os.path.join(version_dir, ASSETS_EXTRA, WARMUP_FILE)) as writer:
+    for request in requests:
+      log = prediction_log_pb2.PredictionLog(
+          predict_log=prediction_log_pb2.PredictLog(request=request))
+      writer.write(log.SerializeToString())
+
+
+def read_warmup_requests(version_dir):
+  """The `PredictionLog`s of a version's warm-up file, in order."""
+  path = os.path.join(version_dir, ASSETS_EXTRA, WARMUP_FILE)
+  return [prediction_log_pb2.PredictionLog.FromString(record.numpy())
+          for record in tf.data.TFRecordDataset(path)]
+
+
+def predict(loaded, request):
+  """Answers a `PredictRequest` from a `tf.saved_model.load`ed model, as TF Serving's Predict.
+
+  Inputs are fed by their signature alias; every output (or those in `output_filter`) comes
+  back as a TensorProto under its alias. Export uses it to replay the warm-up requests before a
+  version is published: TF Serving refuses to load a version whose warm-up fails.
+  """
+  name = request.model_spec.signature_name or 'serving_default'
+  if name not in loaded.signatures:
+    raise ValueError(f'signature {name!r} not found; the model has '
+                     f'{", ".join(sorted(loaded.signatures))}.')
+  inputs = {alias: tf.constant(tf.make_ndarray(proto)) for alias, proto in request.inputs.items()}
+  outputs = loaded.signatures[name](**inputs)
+  response = predict_pb2.PredictResponse()
+  response.model_spec.CopyFrom(request.model_spec)
+  response.model_spec.signature_name = name
+  for alias, tensor in outputs.items():
+    if not request.output_filter or alias in request.output_filter:
+      response.outputs[alias].CopyFrom(tf.make_tensor_proto(tensor.numpy()))
+  return response
+
+
+def read_record(version_dir):
+  """The `cycada_export.json` of a version directory, or None if it has none (older exports)."""
+  path = os.path.join(version_dir, ASSETS_EXTRA, RECORD_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def reusable_version(export_root, exported_from):
+  """(version, path) of the newest version if it was exported from `exported_from`, else None.
+
+  Only the newest version counts: it is the one TF Serving serves, and re-exporting the same
+  model must not hide a newer, different one behind an older copy.
+  """
+  versions = existing_versions(export_root)
+  if not versions:
+    return None
+  path = os.path.join(export_root, str(versions[-1]))
+  record = read_record(path)
+  if record is None or record.get('exported_from') != exported_from:
+    return None
+  return versions[-1], path
+
+
+def save_versioned(server, export_root, verify=None, exported_from=None):
   """Saves `server` as `<export_root>/<1 + largest version>/`; returns (version, path).
 
-  The SavedModel is written into a hidden temporary directory beside the version directories,
-  checked by `verify(temp_path)` if given, and only then renamed into place, so TF Serving,
-  which polls `export_root` for new numeric directories, never loads a half-written or
-  unverified model. An existing version is never overwritten: `os.rename` onto an existing
-  non-empty directory fails instead.
+  The SavedModel and its `assets.extra/` (warm-up requests, and a record of `exported_from`
+  and of what `verify` returned) are written into a hidden temporary directory beside the
+  version directories. There it is loaded back, its warm-up requests are replayed and
+  `verify(loaded)` checks it (returning a dict of check results, or None); only then is it
+  renamed into place. So TF Serving, which polls `export_root` for new numeric directories,
+  never loads a half-written or unverified model, and a version with a record is always
+  complete. An existing version is never overwritten: `os.rename` onto an existing non-empty
+  directory fails instead.
   """
   os.makedirs(export_root, exist_ok=True)
   version = max(existing_versions(export_root), default=0) + 1
   path = os.path.join(export_root, str(version))
-  tmp = os.path.join(export_root, f'.tmp-{version}-{os.getpid()}')
+  tmp = os.path.join(export_root, f'{TEMP_PREFIX}{version}-{os.getpid()}')
   try:
     tf.saved_model.save(server, tmp, signatures=server.signatures())
-    if verify is not None:
-      verify(tmp)
+    write_warmup_requests(tmp, server.warmup_requests())
+    loaded = tf.saved_model.load(tmp)
+    for log in read_warmup_requests(tmp):
+      predict(loaded, log.predict_log.request)
+    checks = verify(loaded) if verify is not None else None
+    record = {'exported_from': exported_from, 'checks': checks or {}}
+    with open(os.path.join(tmp, ASSETS_EXTRA, RECORD_FILE), 'w') as f:
+      json.dump(record, f, indent=2, sort_keys=True)
+      f.write('\n')
     os.rename(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -30,7 +30,8 @@ _STAGES = {
 }
 STAGES = tuple(_STAGES) + ('all',)
 TRAINABLE_STAGES = tuple(name for name, (_, _, build) in _STAGES.items() if build)
-# What `--stage=all` runs, in order; each is skipped when its metrics.json already exists.
+# What `--stage=all` runs, in order; each is skipped when its metrics.json already exists
+# (export: when that still describes the latest checkpoints, see `export.is_current`).
 PIPELINE = ('source', 'target_only', 'pixel', 'task', 'feature', 'export')
 
 
@@ -52,10 +53,13 @@ def stage_builder(stage):
 
 
 @contextlib.contextmanager
-def stage_scope(stage, ctx):
-  """Builds and runs `stage`'s models under its precision policy and kernel path."""
-  with precision.policy_scope(_stage_precision(stage, ctx.config)), \
-      kernels.scope(ctx.config.train.get('kernels', 'auto'), ctx.strategy):
+def stage_scope(stage, ctx, precision_name=None, kernel_path=None):
+  """Builds and runs `stage`'s models under its precision policy and kernel path.
+
+  Both come from the config unless given: `train.bench` passes each variant it compares.
+  """
+  with precision.policy_scope(precision_name or _stage_precision(stage, ctx.config)), \
+      kernels.scope(kernel_path or ctx.config.train.get('kernels', 'auto'), ctx.strategy):
     yield
 
 
@@ -72,6 +76,8 @@ def _run_stage(stage, ctx, *args):
   the same `--seed` train identical models.
   """
   keras.utils.set_random_seed(ctx.seed)
+  if ctx.is_chief:
+    print(f'[{stage}] starting: building the models and the input pipeline', flush=True)
   with stage_scope(stage, ctx):
     return _stage_function(stage)(ctx, *args)
 
@@ -109,7 +115,11 @@ def run_all(ctx):
   """
   results = {}
   for stage in PIPELINE:
-    if ctx.is_done(stage):
+    # An export is finished only while it still describes the latest checkpoints: a stage
+    # retrained since must be exported again, though export/metrics.json exists.
+    finished = (importlib.import_module('cycada_tf.stages.export').is_current(ctx)
+                if stage == 'export' else ctx.is_done(stage))
+    if finished:
       print(f'[all] {stage}: already finished ({ctx.metrics_path(stage)}), skipped', flush=True)
       results[stage] = ctx.read_metrics(stage)
       continue

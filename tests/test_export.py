@@ -1,14 +1,17 @@
 """Export stage: versioned SavedModels whose signatures reproduce the Keras models on raw input.
 
-One module-scoped run trains a LeNet for a few steps on real UCI digits, fakes finished `source`
-and `pixel` stages from it, and exports twice (the second time with a `task` classifier added),
-so most tests only load and query the result.
+One module-scoped run (slow) trains a LeNet for a few steps on real UCI digits, fakes finished
+`source` and `pixel` stages from it, and exports twice (the second time with a `task` classifier
+added), so most tests only load and query the result. The fast tests of idempotency and
+provenance export tiny untrained models on the offline uci_mnist pair instead.
 """
 
 import io
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -23,15 +26,15 @@ from configs import base as base_config
 from cycada_tf import models
 from cycada_tf import serving
 from cycada_tf import trainer
+from cycada_tf import workflow
 from cycada_tf.data import pairs
 from cycada_tf.data import pipeline
 from cycada_tf.data import translated
 from cycada_tf.errors import UserError
 from cycada_tf.stages import common
 from cycada_tf.stages import export
-
-# Trains real stages end to end: excluded from the fast tier (-m "not slow").
-pytestmark = pytest.mark.slow
+from tests.conftest import REPO
+from tests.conftest import make_context
 
 IMAGE_SHAPE = (28, 28, 1)
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
@@ -106,6 +109,7 @@ def _png(array):
   return buffer.getvalue()
 
 
+# Trains real stages end to end: the tests that use it are excluded from the fast tier.
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
   """Source + pixel finished → export (v1); a task classifier added → export again (v2)."""
@@ -144,6 +148,7 @@ def _softmax(net, uint8_images):
   return tf.nn.softmax(logits).numpy()
 
 
+@pytest.mark.slow
 def test_versions_layout_and_metrics(run):
   ctx, first, second = run['ctx'], run['first'], run['second']
   export_root = os.path.join(ctx.model_dir, 'export')
@@ -157,14 +162,18 @@ def test_versions_layout_and_metrics(run):
   assert recorded['version'] == 2 and recorded['input_shape'] == list(IMAGE_SHAPE)
   assert recorded['signatures'] == ['serving_default', 'serve_bytes']
   assert recorded['max_abs_probability_difference'] <= 1e-5
-  assert recorded['translator']['path'] == os.path.join(ctx.model_dir, 'export_translator', '2')
-  assert serving.existing_versions(os.path.join(ctx.model_dir, 'export_translator')) == [1, 2]
+  assert recorded['exported_from']['stage'] == 'task'
+  # G_ST did not change between the two exports: its version 1 is kept, not copied to a 2.
+  assert recorded['translator']['path'] == os.path.join(ctx.model_dir, 'export_translator', '1')
+  assert serving.existing_versions(os.path.join(ctx.model_dir, 'export_translator')) == [1]
+  assert export.is_current(ctx)
   task_probabilities = tf.saved_model.load(second['path']).signatures['serving_default'](
       images=tf.constant(run['images'][:16]))['probabilities'].numpy()
   np.testing.assert_allclose(task_probabilities, _softmax(run['task'], run['images'][:16]),
                              atol=1e-5)
 
 
+@pytest.mark.slow
 def test_savedmodel_accuracy_on_raw_target_images_equals_keras_pipeline(run):
   first = run['first']
   assert first['target_test_examples'] == 60
@@ -174,6 +183,7 @@ def test_savedmodel_accuracy_on_raw_target_images_equals_keras_pipeline(run):
   assert first['target_test_accuracy'] > 0.5  # a trained model, not chance
 
 
+@pytest.mark.slow
 def test_serving_default_matches_keras_on_real_digits(run):
   images = run['images'][:64]
   outputs = run['loaded'].signatures['serving_default'](images=tf.constant(images))
@@ -184,6 +194,7 @@ def test_serving_default_matches_keras_on_real_digits(run):
   assert np.mean(outputs['classes'].numpy() == run['labels'][:64]) > 0.5
 
 
+@pytest.mark.slow
 def test_session_loader_sees_the_trained_weights(run):
   # TF Serving loads with a session; Keras 3 weights saved the naive way come back uninitialised.
   images = run['images'][:16]
@@ -192,6 +203,7 @@ def test_session_loader_sees_the_trained_weights(run):
                              atol=1e-5)
 
 
+@pytest.mark.slow
 def test_dtn_with_batch_norm_exports_for_rgb_pairs(tmp_path):
   """SVHN→MNIST's DTN at 32×32×3: moving statistics must be saved and used (training=False)."""
   keras.utils.set_random_seed(3)
@@ -208,6 +220,7 @@ def test_dtn_with_batch_norm_exports_for_rgb_pairs(tmp_path):
                              expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_serving_default_resizes_and_converts_rgb(run):
   images = run['images'][:8]
   big_rgb = tf.image.resize(np.repeat(images, 3, axis=-1).astype(np.float32), [56, 56],
@@ -221,6 +234,7 @@ def test_serving_default_resizes_and_converts_rgb(run):
                              atol=1e-5)
 
 
+@pytest.mark.slow
 def test_serve_bytes_accepts_mixed_sizes(run):
   images = run['images'][:3]
   rgb_big = np.asarray(Image.fromarray(images[2, ..., 0]).convert('RGB').resize((40, 40)))
@@ -236,6 +250,7 @@ def test_serve_bytes_accepts_mixed_sizes(run):
                              tf.nn.softmax(logits).numpy()[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_with_clear_messages(run):
   serve = run['loaded'].signatures['serving_default']
   with pytest.raises(tf.errors.InvalidArgumentError, match='uint8'):
@@ -249,6 +264,7 @@ def test_bad_inputs_fail_with_clear_messages(run):
     run['loaded'].signatures['serve_bytes'](images=tf.constant([b'not an image']))
 
 
+@pytest.mark.slow
 def test_translator_export_matches_generator(run):
   loaded = tf.saved_model.load(run['first']['translator']['path'])
   images = np.concatenate([run['images'][:4], run['images'][4:8]])
@@ -259,11 +275,12 @@ def test_translator_export_matches_generator(run):
   assert np.max(np.abs(served.numpy().astype(int) - expected.astype(int))) <= 1
   rgb = np.asarray(Image.fromarray(images[0, ..., 0]).convert('RGB').resize((36, 36)))
   pngs = loaded.signatures['serve_bytes'](images=tf.constant([_png(images[0]), _png(rgb)]))
-  decoded = [tf.io.decode_png(data).numpy() for data in pngs['images'].numpy()]
+  decoded = [tf.io.decode_png(data).numpy() for data in pngs['images_bytes'].numpy()]
   assert [d.shape for d in decoded] == [IMAGE_SHAPE, IMAGE_SHAPE]
   np.testing.assert_array_equal(decoded[0], served.numpy()[0])
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_and_runs_the_signatures(run, tmp_path):
   path = run['first']['path']
   shown = subprocess.run([SAVED_MODEL_CLI, 'show', '--dir', path, '--all'],
@@ -283,6 +300,7 @@ def test_saved_model_cli_shows_and_runs_the_signatures(run, tmp_path):
   assert 'classes' in ran.stdout and 'probabilities' in ran.stdout
 
 
+@pytest.mark.slow
 def test_without_a_classifier_stage_names_the_command(tmp_path):
   ctx = _context(tmp_path, 'folder:' + str(tmp_path))
   with pytest.raises(UserError, match='--stage=source'):
@@ -290,9 +308,192 @@ def test_without_a_classifier_stage_names_the_command(tmp_path):
   assert not os.path.exists(os.path.join(tmp_path, 'export'))
 
 
+@pytest.mark.slow
 def test_non_chief_writes_nothing(run, tmp_path, monkeypatch):
   ctx = _context(tmp_path, run['ctx'].pair.target)
   _finish_stage(ctx.model_dir, 'source', 'classifier', run['source'])
   monkeypatch.setattr(common.distribute, 'is_chief', lambda strategy: False)
   assert export.run(ctx) is None
   assert not os.path.exists(os.path.join(tmp_path, 'export'))
+
+
+# --- Idempotency and provenance, on tiny untrained models (fast) -------------------------------
+
+
+def _pretend_finished(ctx, stage_name, models_by_key=None):
+  """What a finished stage leaves for `export` and `--stage=all`: a checkpoint and metrics."""
+  stage_dir = ctx.stage_dir(stage_name)
+  if models_by_key:
+    trainer.checkpoint_for(models=models_by_key).save(
+        os.path.join(trainer.checkpoint_dir(stage_dir), 'ckpt'))
+  trainer.write_json_atomically(os.path.join(stage_dir, common.METRICS_FILE),
+                                {'stage': stage_name, 'target_test_accuracy': 0.5})
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory, offline_data_dir):
+  """A uci_mnist model_dir as `--stage=all` leaves it (tiny untrained models), exported once."""
+  ctx = make_context(tmp_path_factory.mktemp('tiny') / 'model', offline_data_dir)
+  keras.utils.set_random_seed(0)
+  _pretend_finished(ctx, 'source', {'classifier': common.new_classifier(ctx)})
+  _pretend_finished(ctx, 'target_only')
+  generator = common.build_network(common.new_generator(ctx.config, 1), ctx.image_shape)
+  _pretend_finished(ctx, 'pixel', {'g_st': generator})
+  _pretend_finished(ctx, 'task')
+  _pretend_finished(ctx, 'feature', {'classifier': common.new_classifier(ctx)})
+  return {'ctx': ctx, 'metrics': export.run(ctx, evaluate_target=False)}
+
+
+def _copy(tiny, tmp_path, with_export=True):
+  """A copy of the tiny model_dir (with or without its exports), and its context."""
+  skipped = () if with_export else ('export', export.TRANSLATOR_DIR)
+  model_dir = str(tmp_path / 'model')
+  shutil.copytree(tiny['ctx'].model_dir, model_dir, ignore=lambda d, names: [
+      n for n in names if d == tiny['ctx'].model_dir and n in skipped])
+  return make_context(model_dir, tiny['ctx'].data_dir)
+
+
+def _listing(ctx):
+  return {root: sorted(os.listdir(os.path.join(ctx.model_dir, root)))
+          for root in ('export', export.TRANSLATOR_DIR)}
+
+
+def _relative(metrics, ctx):
+  """`metrics` with the model_dir taken out of its paths, to compare two model_dirs' exports."""
+  return json.loads(json.dumps(metrics).replace(ctx.model_dir, '<model_dir>'))
+
+
+def _retrain(ctx, stage_name):
+  """The stage deleted and run again: its `ckpt-1` has other weights, at the same path."""
+  shutil.rmtree(ctx.stage_dir(stage_name))
+  keras.utils.set_random_seed(7)
+  _pretend_finished(ctx, stage_name, {'classifier': common.new_classifier(ctx)})
+
+
+def test_each_version_records_what_it_was_exported_from(tiny):
+  ctx, metrics = tiny['ctx'], tiny['metrics']
+  for root, stage_name, part in (('export', 'feature', metrics),
+                                 (export.TRANSLATOR_DIR, 'pixel', metrics['translator'])):
+    version_dir = os.path.join(ctx.model_dir, root, '1')
+    # TF Serving reads only the numeric version dirs and their assets.extra/ warm-up file.
+    assert sorted(os.listdir(os.path.join(version_dir, serving.ASSETS_EXTRA))) == [
+        serving.RECORD_FILE, serving.WARMUP_FILE]
+    record = serving.read_record(version_dir)
+    origin = record['exported_from']
+    assert origin['stage'] == stage_name
+    assert origin['checkpoint'] == os.path.join(stage_name, 'checkpoints', 'ckpt-1')
+    assert origin['checkpoint_number'] == 1
+    assert origin['checkpoint_weights_sha256'] == trainer.checkpoint_fingerprint(
+        os.path.join(ctx.model_dir, origin['checkpoint']))
+    # metrics.json says the same, and reports the checks made when the version was saved.
+    assert part['exported_from'] == origin and part['version'] == 1
+    for check, value in record['checks'].items():
+      assert part[check] == value
+  assert metrics['exported_stage'] == 'feature'
+  assert metrics['translator']['outputs']['serve_bytes'].startswith('images_bytes:')
+  assert export.is_current(ctx)
+
+
+def test_export_rerun_on_unchanged_checkpoints_keeps_the_versions(tiny, tmp_path, capsys):
+  ctx = _copy(tiny, tmp_path)
+  # The copy's metrics.json names the original's paths: not a description of this model_dir.
+  assert not export.is_current(ctx)
+  metrics = export.run(ctx, evaluate_target=False)
+  assert _listing(ctx) == {'export': ['1', 'metrics.json'], export.TRANSLATOR_DIR: ['1']}
+  assert _relative(metrics, ctx) == _relative(tiny['metrics'], tiny['ctx'])
+  assert 'unchanged since version 1' in capsys.readouterr().out
+  assert export.is_current(ctx)
+
+
+def test_export_killed_midway_and_rerun_equals_an_uninterrupted_one(tiny, tmp_path):
+  # What kill -9 while saving G_ST leaves: the classifier's version published, no metrics.json,
+  # and a half-written temporary directory beside the translator's versions.
+  ctx = _copy(tiny, tmp_path)
+  os.remove(ctx.metrics_path('export'))
+  shutil.rmtree(os.path.join(ctx.model_dir, export.TRANSLATOR_DIR, '1'))
+  stale = os.path.join(ctx.model_dir, export.TRANSLATOR_DIR, f'{serving.TEMP_PREFIX}1-99999')
+  os.makedirs(os.path.join(stale, 'variables'))
+  with open(os.path.join(stale, 'saved_model.pb'), 'wb') as f:
+    f.write(b'half')
+  assert not export.is_current(ctx)
+
+  metrics = export.run(ctx, evaluate_target=False)
+  assert _listing(ctx) == {'export': ['1', 'metrics.json'], export.TRANSLATOR_DIR: ['1']}
+  assert _relative(metrics, ctx) == _relative(tiny['metrics'], tiny['ctx'])
+  assert _relative(ctx.read_metrics('export'), ctx) == _relative(
+      tiny['ctx'].read_metrics('export'), tiny['ctx'])
+
+
+def test_is_current_only_while_metrics_describe_the_exports(tiny, tmp_path):
+  ctx = _copy(tiny, tmp_path)
+  export.run(ctx, evaluate_target=False)
+  assert export.is_current(ctx)
+  recorded = ctx.read_metrics('export')
+  # A metrics.json written before versions recorded their origin.
+  trainer.write_json_atomically(ctx.metrics_path('export'),
+                                {k: v for k, v in recorded.items() if k != 'exported_from'})
+  assert not export.is_current(ctx)
+  trainer.write_json_atomically(ctx.metrics_path('export'), recorded)
+  assert export.is_current(ctx)
+  # A version deleted by hand.
+  shutil.rmtree(os.path.join(ctx.model_dir, export.TRANSLATOR_DIR, '1'))
+  assert not export.is_current(ctx)
+  os.remove(ctx.metrics_path('export'))
+  assert not export.is_current(ctx)
+
+
+def test_stage_all_exports_again_after_a_stage_was_retrained(tiny, tmp_path, capsys):
+  ctx = _copy(tiny, tmp_path)
+  export.run(ctx, evaluate_target=False)
+  capsys.readouterr()
+  workflow.run_all(ctx)
+  assert '[all] export: already finished' in capsys.readouterr().out
+  _retrain(ctx, 'feature')  # same checkpoint path and number, other weights
+  assert not export.is_current(ctx)
+  results = workflow.run_all(ctx)
+  out = capsys.readouterr().out
+  assert '[all] feature: already finished' in out
+  assert '[all] export: already finished' not in out
+  exported = results['export']
+  assert (exported['version'], exported['translator']['version']) == (2, 1)
+  assert exported['exported_from']['checkpoint'] == os.path.join('feature', 'checkpoints',
+                                                                  'ckpt-1')
+  assert (exported['exported_from']['checkpoint_weights_sha256'] !=
+          tiny['metrics']['exported_from']['checkpoint_weights_sha256'])
+  assert _listing(ctx) == {'export': ['1', '2', 'metrics.json'], export.TRANSLATOR_DIR: ['1']}
+  assert export.is_current(ctx)
+
+
+_KILL_DURING_TRANSLATOR_SAVE = '''
+import os, signal, sys
+import tensorflow as tf
+from cycada_tf.stages import export
+from tests.conftest import make_context
+
+save = tf.saved_model.save
+
+def save_then_die(obj, path, *args, **kwargs):
+  save(obj, path, *args, **kwargs)
+  if export.TRANSLATOR_DIR in path:
+    os.kill(os.getpid(), signal.SIGKILL)  # the SavedModel is written, not yet renamed
+
+tf.saved_model.save = save_then_die
+export.run(make_context(sys.argv[1], sys.argv[2]), evaluate_target=False)
+'''
+
+
+@pytest.mark.slow
+def test_export_sigkilled_during_a_save_and_rerun_equals_an_uninterrupted_one(tiny, tmp_path):
+  ctx = _copy(tiny, tmp_path, with_export=False)
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
+  killed = subprocess.run([sys.executable, '-c', _KILL_DURING_TRANSLATOR_SAVE, ctx.model_dir,
+                           ctx.data_dir], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  left = _listing(ctx)
+  assert left['export'] == ['1'] and len(left[export.TRANSLATOR_DIR]) == 1
+  assert left[export.TRANSLATOR_DIR][0].startswith(serving.TEMP_PREFIX)
+
+  metrics = export.run(ctx, evaluate_target=False)
+  assert _listing(ctx) == {'export': ['1', 'metrics.json'], export.TRANSLATOR_DIR: ['1']}
+  assert _relative(metrics, ctx) == _relative(tiny['metrics'], tiny['ctx'])

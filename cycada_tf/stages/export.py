@@ -2,25 +2,38 @@
 
 Layout, TF Serving's: `<model_dir>/export/<version>/` holds the classifier of the most adapted
 finished stage (feature, else task, else source) and `<model_dir>/export_translator/<version>/`
-the pixel stage's G_ST when that stage has finished. Every run adds version 1 + the largest
-existing one, so a serving process watching the directory picks up the new model and older
-versions stay available for rollback. `<model_dir>/export/metrics.json` records what was
-exported and how the exported graph performs; TF Serving ignores non-numeric entries there.
+the pixel stage's G_ST when that stage has finished. A run that has a new model to export adds
+version 1 + the largest existing one, so a serving process watching the directory picks up the
+new model and older versions stay available for rollback. `<model_dir>/export/metrics.json`
+records what was exported and how the exported graph performs; TF Serving ignores non-numeric
+entries there.
 
 The signatures (see `cycada_tf.serving`) take raw uint8 pixels or encoded PNG/JPEG and do the
 pipeline's preprocessing in the graph. Before a version is renamed into place, the saved graph is
-loaded back and compared with the Keras model on a batch, so a model that does not reproduce its
+loaded back, its TF Serving warm-up requests are replayed, and it is compared with the Keras
+model on a batch, so a model that does not reproduce its
 own training-time outputs is never published. The reported `target_test_accuracy` is then the
 *loaded SavedModel's* accuracy on the raw target test images, i.e. what a serving client gets,
 next to the Keras model's accuracy through the training input pipeline.
+
+Exporting is idempotent. Each version directory records in `assets.extra/cycada_export.json`
+what it was exported from (the stage, its latest checkpoint and a SHA-256 of that checkpoint's
+saved values, `trainer.checkpoint_fingerprint`). When the newest version of a model
+was exported from exactly what would be exported now, it is kept instead of adding a copy, so
+an export that was killed part-way and rerun ends with the same versions and the same
+`metrics.json` as one that was not; a retrained stage gets version N + 1. `is_current` says
+whether `metrics.json` already describes what would be exported, which is how `--stage=all`
+decides to skip this stage. Temporary directories left by a killed save are removed first.
 """
 
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 
 from cycada_tf import serving
+from cycada_tf import trainer
 from cycada_tf.data import domains
 from cycada_tf.data import pipeline
 from cycada_tf.data import translated
@@ -34,10 +47,16 @@ PROBABILITY_TOLERANCE = 1e-5
 # uint8 outputs may differ by one level where float noise straddles a rounding boundary.
 PIXEL_TOLERANCE = 1
 _CHECK_BATCH = 8
+# Part of what a version records it was exported from: bump it when the serving graph changes,
+# so that exporting an unchanged checkpoint again writes a new version with the new graph.
+EXPORT_FORMAT = 1
 
 
 def run(ctx, evaluate_target=True):
   """Exports the latest classifier (and G_ST if the pixel stage finished); returns the metrics.
+
+  A model whose newest version was exported from the same checkpoint is not exported again:
+  that version is reused (see the module docstring).
 
   Args:
     ctx: the run's `common.Context`.
@@ -51,38 +70,130 @@ def run(ctx, evaluate_target=True):
   if not ctx.is_chief:
     # Only one worker may create version directories, or two would race for the same number.
     return None
+  for export_root in (ctx.stage_dir(STAGE), os.path.join(ctx.model_dir, TRANSLATOR_DIR)):
+    for stale in serving.remove_stale_temporaries(export_root):
+      print(f'[{STAGE}] removed {stale}, left by an export that was killed', flush=True)
   classifier = common.load_classifier(ctx, stage_name, needed_by=STAGE)
   target_fraction = domains.domain_info(ctx.pair.target, ctx.data_dir).content_fraction
-  server = serving.ClassifierServer(classifier, ctx.image_shape, target_fraction)
-  agreement = {}
+  exported_from = _classifier_origin(ctx, stage_name)
 
-  def verify(path):
-    agreement['max_abs_probability_difference'] = _check_classifier(
-        tf.saved_model.load(path), classifier, ctx.image_shape, target_fraction, ctx.seed)
+  def verify(loaded):
+    return {'max_abs_probability_difference': _check_classifier(
+        loaded, classifier, ctx.image_shape, target_fraction, ctx.seed)}
 
-  version, path = serving.save_versioned(server, ctx.stage_dir(STAGE), verify=verify)
-  print(f'[{STAGE}] {stage_name} classifier → {path}', flush=True)
+  version, path, checks = _publish(
+      ctx.stage_dir(STAGE), lambda: serving.ClassifierServer(classifier, ctx.image_shape,
+                                                             target_fraction),
+      verify, exported_from, f'{stage_name} classifier')
   payload = {
       'exported_stage': stage_name,
       'version': version,
       'path': path,
+      'exported_from': exported_from,
       'signatures': list(serving.SIGNATURES),
       'input_shape': list(ctx.image_shape),
       'content_fraction': target_fraction,
       'inputs': {
           'serving_default': 'images: uint8 [N, H, W, C], C in {1, 3}, any H and W',
-          'serve_bytes': 'images: string [N], encoded PNG or JPEG, sizes may differ',
+          'serve_bytes': 'images: string [N], encoded PNG or JPEG (GIF, BMP, WebP: first '
+                         'frame), sizes may differ',
       },
       'outputs': {
           'probabilities': f'float32 [N, {int(ctx.config.model.num_classes)}]',
           'classes': 'int64 [N]',
       },
-      **agreement,
+      **checks,
   }
   if evaluate_target:
     payload.update(_target_accuracies(ctx, tf.saved_model.load(path), classifier))
   payload['translator'] = _export_translator(ctx) if ctx.is_done('pixel') else None
   return common.write_stage_metrics(ctx, STAGE, payload)
+
+
+def is_current(ctx):
+  """True if `<model_dir>/export/metrics.json` describes exactly what `run` would export now.
+
+  That is: the same classifier stage and checkpoint, the same G_ST checkpoint (or none, if the
+  pixel stage has not finished), and the exported versions still where metrics.json says.
+  `--stage=all` skips the stage only then, so a stage retrained since the last export is
+  exported again. Reads files only; a run that would fail (no classifier stage, say) is not
+  current, so that `run` reports the failure.
+  """
+  if not ctx.is_done(STAGE):
+    return False
+  try:
+    classifier_origin = _classifier_origin(ctx, common.latest_classifier_stage(ctx))
+    translator_origin = _translator_origin(ctx) if ctx.is_done('pixel') else None
+  except UserError:
+    return False
+  recorded = ctx.read_metrics(STAGE)
+  if (recorded.get('exported_from') != classifier_origin or
+      not _in_place(recorded, ctx.stage_dir(STAGE))):
+    return False
+  translator = recorded.get('translator')
+  if translator is None:
+    return translator_origin is None
+  return (translator.get('exported_from') == translator_origin and
+          _in_place(translator, os.path.join(ctx.model_dir, TRANSLATOR_DIR)))
+
+
+def _in_place(part, export_root):
+  """True if the version a part of metrics.json names exists where it says, under `export_root`.
+
+  A model_dir that was moved or copied has paths of the old place in its metrics.json; `run`
+  rewrites them (reusing the versions) rather than `--stage=all` reporting stale paths.
+  """
+  path = os.path.join(export_root, str(part.get('version')))
+  return part.get('path') == path and os.path.isdir(path)
+
+
+def _checkpoint_origin(ctx, stage_name):
+  """Identifies the checkpoint a model of `stage_name` is restored from, by path and content.
+
+  The hash is of the saved values (`trainer.checkpoint_fingerprint`): it changes whenever any
+  weight does, and not when a resumed process merely named its variables differently.
+  """
+  latest = tf.train.latest_checkpoint(trainer.checkpoint_dir(ctx.stage_dir(stage_name)))
+  if latest is None:
+    raise UserError(f'no checkpoint in {trainer.checkpoint_dir(ctx.stage_dir(stage_name))}; '
+                    f'run `{ctx.command_for(stage_name)}` again.')
+  number = re.search(r'-(\d+)$', os.path.basename(latest))
+  return {
+      'format': EXPORT_FORMAT,
+      'stage': stage_name,
+      # Relative, so that a model_dir moved elsewhere still recognises its own exports.
+      'checkpoint': os.path.relpath(latest, ctx.model_dir),
+      'checkpoint_number': int(number.group(1)) if number else None,
+      'checkpoint_weights_sha256': trainer.checkpoint_fingerprint(latest),
+      'input_shape': list(ctx.image_shape),
+  }
+
+
+def _classifier_origin(ctx, stage_name):
+  """What the classifier export is made of: the checkpoint and the target domain's framing."""
+  return dict(_checkpoint_origin(ctx, stage_name), content_fraction=domains.domain_info(
+      ctx.pair.target, ctx.data_dir).content_fraction)
+
+
+def _translator_origin(ctx):
+  """What the G_ST export is made of: the pixel checkpoint and the source domain's framing."""
+  return dict(_checkpoint_origin(ctx, 'pixel'), content_fraction=domains.domain_info(
+      ctx.pair.source, ctx.data_dir).content_fraction)
+
+
+def _publish(export_root, make_server, verify, exported_from, what):
+  """(version, path, checks) of `exported_from`'s export: the newest version if it is one, else
+  a new version saved from `make_server()`. `checks` are what `verify` found at save time, read
+  from the version's record, so a reused version reports exactly what it reported when new."""
+  reusable = serving.reusable_version(export_root, exported_from)
+  if reusable is not None:
+    version, path = reusable
+    print(f'[{STAGE}] {what} unchanged since version {version}, kept: {path}', flush=True)
+  else:
+    version, path = serving.save_versioned(make_server(), export_root, verify=verify,
+                                           exported_from=exported_from)
+    print(f'[{STAGE}] {what} → {path}', flush=True)
+  return version, path, serving.read_record(path)['checks']
 
 
 def _keras_inputs(images, image_shape, content_fraction):
@@ -143,16 +254,15 @@ def _target_accuracies(ctx, loaded, classifier):
 
 
 def _export_translator(ctx):
-  """Exports the pixel stage's G_ST; returns its part of the metrics."""
+  """Exports the pixel stage's G_ST (or keeps its unchanged version); returns its metrics."""
   generator = common.load_translator(ctx, needed_by=STAGE)
   # G_ST translates *source* images, so its inputs are framed like the source domain's.
   source_fraction = domains.domain_info(ctx.pair.source, ctx.data_dir).content_fraction
-  server = serving.TranslatorServer(generator, ctx.image_shape, source_fraction)
-  agreement = {}
+  exported_from = _translator_origin(ctx)
 
-  def verify(path):
+  def verify(loaded):
     images = _check_images(ctx.image_shape, ctx.seed + 1)
-    served = tf.saved_model.load(path).signatures['serving_default'](images=images)['images']
+    served = loaded.signatures['serving_default'](images=images)['images']
     expected = translated.to_uint8(generator(
         _keras_inputs(images, ctx.image_shape, source_fraction), training=False))
     difference = int(np.max(np.abs(served.numpy().astype(np.int32) -
@@ -161,17 +271,19 @@ def _export_translator(ctx):
       raise RuntimeError(
           f'the exported translator disagrees with G_ST (max pixel difference {difference} > '
           f'{PIXEL_TOLERANCE}); nothing was published.')
-    agreement['max_abs_pixel_difference'] = difference
+    return {'max_abs_pixel_difference': difference}
 
-  version, path = serving.save_versioned(
-      server, os.path.join(ctx.model_dir, TRANSLATOR_DIR), verify=verify)
-  print(f'[{STAGE}] pixel G_ST translator → {path}', flush=True)
+  version, path, checks = _publish(
+      os.path.join(ctx.model_dir, TRANSLATOR_DIR),
+      lambda: serving.TranslatorServer(generator, ctx.image_shape, source_fraction), verify,
+      exported_from, 'pixel G_ST translator')
   return {
       'version': version,
       'path': path,
+      'exported_from': exported_from,
       'signatures': list(serving.SIGNATURES),
       'content_fraction': source_fraction,
       'outputs': {'serving_default': f'images: uint8 [N, {", ".join(map(str, ctx.image_shape))}]',
-                  'serve_bytes': 'images: string [N], PNG'},
-      **agreement,
+                  'serve_bytes': 'images_bytes: string [N], PNG (base64 over REST)'},
+      **checks,
   }
