@@ -30,11 +30,17 @@ _SUPERVISED_STAGES = {'source': 'source', 'target_only': 'target', 'task': 'sour
 _TRAINING_STAGES = ('source', 'target_only', 'pixel', 'task', 'feature', 'all')
 
 
-def check_model_dir(model_dir):
-  """Creates `model_dir` if needed and proves it writable, or raises a UserError."""
+def check_model_dir(model_dir, create=True):
+  """Creates `model_dir` if needed and proves it writable, or raises a UserError.
+
+  `create=False` only refuses a file: with several workers only the chief writes into
+  model_dir (the others save to temporary directories), so only it creates the directory.
+  """
   if os.path.exists(model_dir) and not os.path.isdir(model_dir):
     raise UserError(f'--model_dir={model_dir} is a file, not a directory. Fix: pass a '
                     'directory path (it is created if missing).')
+  if not create:
+    return
   try:
     os.makedirs(model_dir, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=model_dir, prefix='.write-test-'):

@@ -3,7 +3,8 @@
 The pixel stage is the one place where adaptation can be checked by eye (paper §3: "visually
 confirming that the conversions ... are reasonable ... can serve as a sanity check"), so the
 helpers here turn model outputs in [-1, 1] into plain uint8 RGB arrays that can go both to
-TensorBoard and to PNG files next to the checkpoints.
+TensorBoard and to PNG files next to the checkpoints. A run's settings and final metrics go to
+TensorBoard's HParams dashboard (`write_hparams`), so runs and seeds can be compared side by side.
 """
 
 import os
@@ -14,6 +15,7 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
 
 PADDING = 2
 PAD_VALUE = 255  # White separators: digits are light on dark, so cells stay distinguishable.
@@ -73,13 +75,32 @@ def _text_size(draw, text, font):
   return right - left, bottom - top
 
 
+ROWS_AXIS_LABEL = 'true class'
+COLUMNS_AXIS_LABEL = 'predicted class'
+
+
+def _rotated_text(text, font):
+  """`text` in black on white, turned 90° anticlockwise (read bottom to top), as a PIL image.
+
+  PIL cannot draw rotated text, so it is drawn level on its own image, cropped to its ink's
+  bounding box, and the image is rotated.
+  """
+  left, top, right, bottom = ImageDraw.Draw(Image.new('RGB', (1, 1))).textbbox((0, 0), text,
+                                                                              font=font)
+  level = Image.new('RGB', (right - left, bottom - top), 'white')
+  ImageDraw.Draw(level).text((-left, -top), text, fill='black', font=font)
+  return level.rotate(90, expand=True)
+
+
 def confusion_matrix_image(cm, class_names, font=None):
   """A heat map of `cm` (rows = true class, columns = predicted), uint8 [H, W, 3].
 
   Colour is the row-normalised fraction (per-class recall on the diagonal) so rare classes are as
   visible as common ones; each cell shows the raw count. Rows are labelled with the class names,
   columns with class indices (names would not fit over narrow columns); rows without examples are
-  grey. Drawn with PIL's default font, so it needs no matplotlib.
+  grey. The axes say which is which ("true class" up the left, "predicted class" along the
+  top), since row/column conventions differ between tools. Drawn with PIL's default font, so it
+  needs no matplotlib.
   """
   cm = np.asarray(cm, dtype=np.int64)
   k = cm.shape[0]
@@ -94,15 +115,26 @@ def confusion_matrix_image(cm, class_names, font=None):
   cell = max(text_w, text_h) + 8
   label_w = max(_text_size(measure, str(name), font)[0] for name in class_names) + 8
   header_h = text_h + 8
-  image = Image.new('RGB', (label_w + k * cell + 1, header_h + k * cell + 1), 'white')
+  rows_label = _rotated_text(ROWS_AXIS_LABEL, font)
+  columns_w, columns_h = _text_size(measure, COLUMNS_AXIS_LABEL, font)
+  # The grid starts right of the rotated row-axis label and the row names, and below the
+  # column-axis label and the column indices; axis labels longer than the grid widen the image.
+  grid_left, grid_top = rows_label.width + 8 + label_w, columns_h + 8 + header_h
+  grid = k * cell
+  image = Image.new('RGB', (grid_left + max(grid, columns_w + 4) + 1,
+                            grid_top + max(grid, rows_label.height + 4) + 1), 'white')
   draw = ImageDraw.Draw(image)
+  draw.text((grid_left + max(grid - columns_w, 0) // 2, 4), COLUMNS_AXIS_LABEL, fill='black',
+            font=font)
+  image.paste(rows_label, (4, grid_top + max(grid - rows_label.height, 0) // 2))
 
   totals = cm.sum(axis=1)
   for i in range(k):
-    row_top = header_h + i * cell
-    draw.text((4, row_top + (cell - text_h) // 2), str(class_names[i]), fill='black', font=font)
+    row_top = grid_top + i * cell
+    draw.text((grid_left - label_w + 4, row_top + (cell - text_h) // 2), str(class_names[i]),
+              fill='black', font=font)
     for j in range(k):
-      left = label_w + j * cell
+      left = grid_left + j * cell
       if totals[i]:
         fraction = cm[i, j] / totals[i]
         fill, ink = _heat_colour(fraction), ('white' if fraction > 0.5 else 'black')
@@ -115,7 +147,8 @@ def confusion_matrix_image(cm, class_names, font=None):
                 font=font)
   for j in range(k):
     w, _ = _text_size(draw, str(j), font)
-    draw.text((label_w + j * cell + (cell - w) // 2, 4), str(j), fill='black', font=font)
+    draw.text((grid_left + j * cell + (cell - w) // 2, grid_top - header_h + 4), str(j),
+              fill='black', font=font)
   return np.asarray(image, dtype=np.uint8)
 
 
@@ -154,3 +187,56 @@ def write_image(name, array, step):
   Returns what `tf.summary.image` returns: False when no writer is active.
   """
   return tf.summary.image(name, np.asarray(array)[None], step=step)
+
+
+# HParams metrics every classifier stage reports: declared by every stage, so that whichever
+# stage's declaration TensorBoard shows (see `write_hparams`), these columns are in it.
+COMMON_METRICS = ('source_test_accuracy', 'target_test_accuracy')
+_HPARAM_TYPES = (bool, int, float, str)
+
+
+def config_hparams(config, sections=None):
+  """A config's scalar settings as flat HParams: {'seed': 0, 'source.learning_rate': 1e-3, ...}.
+
+  `config` is an ml_collections ConfigDict (or a nested dict). Top-level scalars are always
+  kept; of the nested sections only `sections`, or all when None. HParams values are bool,
+  number or string, so anything else (None, a tuple) becomes its `str` — still comparable.
+  """
+  tree = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+  flat = {}
+
+  def add(prefix, value):
+    if isinstance(value, dict):
+      for key, item in value.items():
+        add(f'{prefix}.{key}', item)
+      return
+    if isinstance(value, np.generic):
+      value = value.item()
+    flat[prefix] = value if isinstance(value, _HPARAM_TYPES) else str(value)
+
+  for key, value in tree.items():
+    if not isinstance(value, dict) or sections is None or key in sections:
+      add(key, value)
+  return flat
+
+
+def write_hparams(hparams, metrics, step=0, hparam_names=()):
+  """Logs one run's settings and final metrics for the HParams dashboard to the default writer.
+
+  The writer's directory is the run (a stage's `<model_dir>/<stage>/`, whose `train/` holds
+  the trainer's scalars). `hparams` maps names to bool/number/string values; `metrics` maps
+  names to numbers, each written as a scalar of that name at `step` and declared as an HParams
+  metric. TensorBoard shows the dashboard's columns from the first declaration it finds in the
+  logdir, for every run in it, so callers declare every setting any of their runs may have in
+  `hparam_names` (runs without one show a blank), and `COMMON_METRICS` are always declared.
+  Returns False when no writer is active.
+  """
+  names = sorted(set(hparams) | set(hparam_names))
+  metric_names = sorted(set(metrics) | set(COMMON_METRICS))
+  written = hp.hparams_config(hparams=[hp.HParam(name) for name in names],
+                              metrics=[hp.Metric(name) for name in metric_names])
+  hp.hparams(hparams)
+  for name, value in sorted(metrics.items()):
+    tf.summary.scalar(name, float(value), step=step,
+                      description='final value, as in metrics.json (HParams metric)')
+  return bool(written)

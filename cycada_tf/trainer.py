@@ -67,6 +67,15 @@ class Stage:
   max_steps: int = 0
   # Alternative to `replica_step`: distributed batch -> dict of cross-replica scalars.
   cross_replica_step: Optional[Callable] = None
+  # `on_epoch_end` runs after every `epoch_end_every`-th epoch and after the last, with the means
+  # over the epochs since its previous call. Above 1, compiled calls run across the epoch ends
+  # in between, which per-epoch work (the monitoring of short epochs) would otherwise cut.
+  epoch_end_every: int = 1
+
+  @property
+  def epoch_end_steps(self):
+    """Steps between two `on_epoch_end` calls."""
+    return self.steps_per_epoch * max(1, int(self.epoch_end_every))
 
   def step_in_cross_replica_context(self, strategy, distributed_batch):
     """One training step from cross-replica context; returns global scalar metrics."""
@@ -307,7 +316,7 @@ def steps_in_next_call(step, total_steps, iterator_end, stage, train_config):
            (step // train_config.checkpoint_every_steps + 1) *
            train_config.checkpoint_every_steps]
   if stage.on_epoch_end is not None:
-    stops.append((step // stage.steps_per_epoch + 1) * stage.steps_per_epoch)
+    stops.append((step // stage.epoch_end_steps + 1) * stage.epoch_end_steps)
   return min(stops) - step
 
 
@@ -373,7 +382,7 @@ def fit(stage, stage_dir, strategy, train_config):
   epochs_completed = step // stage.steps_per_epoch
   # Since the epoch began (only stages with on_epoch_end); restored from the checkpoint.
   epoch_sums, epoch_steps = _decode_epoch_sums(epoch_sums_var.numpy(), step,
-                                               stage.steps_per_epoch)
+                                               stage.epoch_end_steps)
   iterator, iterator_end = None, -1  # the iterator serves epochs up to iterator_end - 1
 
   try:
@@ -423,13 +432,14 @@ def fit(stage, stage_dir, strategy, train_config):
       # The epoch's decision comes before the checkpoint, so a saved epoch boundary always has its
       # `on_epoch_end` (stop rule) applied: a resume never skips or repeats one.
       stopping = False
-      if stage.on_epoch_end is not None and (step % stage.steps_per_epoch == 0
+      if stage.on_epoch_end is not None and (step % stage.epoch_end_steps == 0
                                              or step == total_steps):
         epoch_means = {k: v / epoch_steps for k, v in epoch_sums.items()}
-        if step % stage.steps_per_epoch == 0:  # a run cut short mid-epoch keeps its sums
+        if step % stage.epoch_end_steps == 0:  # a run cut short mid-epoch keeps its sums
           epoch_sums, epoch_steps = {}, 0
         with writer.as_default(step=step):
-          reason = stage.on_epoch_end(epoch, epoch_means)
+          # The epoch that just ended (a call may span several with `epoch_end_every` > 1).
+          reason = stage.on_epoch_end((step - 1) // stage.steps_per_epoch, epoch_means)
         if reason:
           stopped_var.assign(reason)
           stop_reason = reason
@@ -489,10 +499,11 @@ def _encode_epoch_sums(sums, steps):
 
 
 def _decode_epoch_sums(encoded, step, steps_per_epoch):
-  """The (sums, steps) a checkpoint saved for the epoch in progress at `step`.
+  """The (sums, steps) a checkpoint saved for the epoch(s) in progress at `step`.
 
-  Saved only with the checkpoint of that same step, so its steps must be `step`'s offset into
-  its epoch; anything else (no checkpoint, an epoch boundary) starts the epoch empty.
+  Saved only with the checkpoint of that same step, so its steps must be `step`'s offset since
+  the last `on_epoch_end` (`steps_per_epoch` is `Stage.epoch_end_steps`); anything else (no
+  checkpoint, a boundary) starts empty.
   """
   if not encoded:
     return {}, 0

@@ -108,7 +108,7 @@ def _created_by_non_chief(model_dir):
 
 def _event_pids(event_dir):
   """The writers' pids of the event files in `event_dir` (names end in `.<pid>.<n>.v2`)."""
-  names = os.listdir(event_dir)
+  names = [name for name in os.listdir(event_dir) if name.startswith('events.out.tfevents')]
   assert names, f'no event file in {event_dir}'
   return {int(re.search(r'\.(\d+)\.\d+\.v2$', name).group(1)) for name in names}
 
@@ -180,7 +180,7 @@ def test_two_workers_resume_after_preemption_and_agree(tmp_path, offline_data_di
   assert metrics['steps'] == STEPS
   chief_pids = {first[0].pid, second[0].pid}
   assert _event_pids(model_dir / 'source' / 'train') <= chief_pids
-  assert sorted(os.listdir(model_dir)) == ['source']
+  assert sorted(os.listdir(model_dir)) == ['config.json', 'source']
   assert _created_by_non_chief(model_dir) == []
 
   # 4. The other worker saved to its private temp dir, and its weights are the chief's.
@@ -239,11 +239,15 @@ def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monke
 
   # 2. Everything in model_dir is the chief's: the expected files only, event files with the
   #    chief's pid, nothing created with the other worker's umask, one export version.
-  assert sorted(os.listdir(model_dir)) == sorted(TRAINED_STAGES + ('export', 'export_translator'))
+  assert sorted(os.listdir(model_dir)) == sorted(
+      TRAINED_STAGES + ('config.json', 'export', 'export_translator'))
   extra = {'pixel': ['translations.png'], 'task': [os.path.basename(common.TRANSLATED_DIR)]}
   for stage in TRAINED_STAGES:
     stage_dir = model_dir / stage
-    assert sorted(os.listdir(stage_dir)) == sorted(
+    # Beside them, one event file with the stage's HParams, the chief's.
+    hparams = [name for name in os.listdir(stage_dir) if name.startswith('events.out.tfevents')]
+    assert len(hparams) == 1 and _event_pids(stage_dir) == {processes[0].pid}, stage
+    assert sorted(set(os.listdir(stage_dir)) - set(hparams)) == sorted(
         ['checkpoints', 'metrics.json', 'train'] + extra.get(stage, [])), stage
     assert sorted(os.listdir(stage_dir / 'checkpoints')) == [
         'checkpoint', 'ckpt-10.data-00000-of-00001', 'ckpt-10.index',

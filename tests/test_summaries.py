@@ -1,12 +1,18 @@
-"""Image helpers: grid layout pixel by pixel, the heat map, PNG round trips, TensorBoard."""
+"""Image helpers: grid layout pixel by pixel, the heat map, PNG round trips, TensorBoard, and
+the HParams summary read back from its events file."""
 
 import glob
 import os
 
+import ml_collections
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
 import pytest
 import tensorflow as tf
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cycada_tf import summaries
 
@@ -67,6 +73,128 @@ def test_confusion_matrix_image():
   assert other.shape[1] > image.shape[1]  # Cells widen to fit larger counts.
   with pytest.raises(ValueError):
     summaries.confusion_matrix_image(cm, ['zero', 'one'])
+
+
+def _ink(image):
+  """Where black text is: dark pixels of an RGB image (array or PIL)."""
+  return np.asarray(image)[..., :3].max(axis=-1) < 128
+
+
+def _text_ink(text, rotate=False):
+  """The ink of `text` in PIL's default font, cropped to it, optionally read bottom to top."""
+  font = ImageFont.load_default()
+  left, top, right, bottom = ImageDraw.Draw(Image.new('RGB', (1, 1))).textbbox((0, 0), text,
+                                                                              font=font)
+  image = Image.new('RGB', (right - left, bottom - top), 'white')
+  ImageDraw.Draw(image).text((-left, -top), text, fill='black', font=font)
+  return _ink(image.rotate(90, expand=True) if rotate else image)
+
+
+def _find(mask, template):
+  """The (row, column) top-left corners where `template` matches `mask` exactly."""
+  if mask.shape[0] < template.shape[0] or mask.shape[1] < template.shape[1]:
+    return []
+  windows = sliding_window_view(mask, template.shape)
+  return [tuple(corner) for corner in np.argwhere((windows == template).all(axis=(2, 3)))]
+
+
+def _grid_box(image):
+  """(top, left, bottom, right) of the heat map's cells: the extent of their grey outlines."""
+  rows, columns = np.nonzero((image == 128).all(axis=-1))
+  return rows.min(), columns.min(), rows.max(), columns.max()
+
+
+def test_confusion_matrix_image_labels_its_axes():
+  cm = np.arange(100).reshape(10, 10) % 7
+  image = summaries.confusion_matrix_image(cm, [f'c{i}' for i in range(10)])
+  top, left, bottom, right = _grid_box(image)
+  cell = (right - left) // 10
+  assert right - left == bottom - top == 10 * cell
+  ink = _ink(image)
+
+  predicted = _text_ink('predicted class')
+  (found,) = _find(ink, predicted)  # once, level, above the column indices, centred on them
+  assert found[0] + predicted.shape[0] < top - cell // 2
+  assert abs(found[1] + predicted.shape[1] / 2 - (left + right) / 2) <= 2
+  true = _text_ink('true class', rotate=True)
+  (found,) = _find(ink, true)  # once, read bottom to top, left of the row names, centred
+  label_right = found[1] + true.shape[1]
+  assert label_right < left and ink[top:bottom, label_right:left].any()  # row names between
+  assert abs(found[0] + true.shape[0] / 2 - (top + bottom) / 2) <= 2
+  band = ink[:, found[1]:label_right].copy()
+  band[found[0]:found[0] + true.shape[0]] = False
+  assert not band.any()  # the label has its columns to itself: no row name overlaps it
+
+  # The counts region is still the heat map: each cell's colour is its row's fraction.
+  fractions = cm / cm.sum(axis=1, keepdims=True)
+  for i in range(10):
+    for j in range(10):
+      np.testing.assert_array_equal(image[top + i * cell + 2, left + j * cell + 2],
+                                    summaries._heat_colour(fractions[i, j]))
+
+
+def test_confusion_matrix_image_grows_to_fit_axis_labels():
+  """Two classes are narrower and shorter than the axis labels: the picture widens and
+  lengthens so that both labels are whole, and the grid is unchanged."""
+  cm = np.array([[5, 1], [3, 1]])
+  image = summaries.confusion_matrix_image(cm, ['cat', 'dog'])
+  top, left, bottom, right = _grid_box(image)
+  predicted, true = _text_ink('predicted class'), _text_ink('true class', rotate=True)
+  assert right - left < predicted.shape[1] and bottom - top < true.shape[0]
+  assert len(_find(_ink(image), predicted)) == 1 and len(_find(_ink(image), true)) == 1
+  assert image.shape[1] > left + predicted.shape[1] and image.shape[0] > top + true.shape[0]
+  assert _colour_present(image, summaries._heat_colour(5 / 6))
+  assert _colour_present(image, summaries._heat_colour(0.75))
+
+
+def test_config_hparams_flattens_scalar_settings():
+  config = ml_collections.ConfigDict(dict(
+      seed=3, max_steps=0, source=dict(learning_rate=1e-3, epochs=2),
+      model=dict(classifier='lenet', hidden=(512, 256), extra=None, affine=False),
+      pixel=dict(cycle_weight=10.0)))
+  flat = summaries.config_hparams(config, sections=('source', 'model'))
+  assert flat == {'seed': 3, 'max_steps': 0, 'source.learning_rate': 1e-3, 'source.epochs': 2,
+                  'model.classifier': 'lenet', 'model.hidden': '(512, 256)',
+                  'model.extra': 'None', 'model.affine': False}
+  assert summaries.config_hparams(config)['pixel.cycle_weight'] == 10.0
+
+
+def _hparams_events(event_dir):
+  """({plugin tag: HParamsPluginData}, {scalar tag: (step, value)}) from one events directory."""
+  plugin_data, values = {}, {}
+  for name in os.listdir(event_dir):
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(event_dir, name)):
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == 'hparams':
+          plugin_data[value.tag] = plugin_data_pb2.HParamsPluginData.FromString(
+              value.metadata.plugin_data.content)
+        elif value.metadata.plugin_data.plugin_name == 'scalars':
+          values[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
+  return plugin_data, values
+
+
+def test_write_hparams_reads_back(tmp_path):
+  assert not summaries.write_hparams({'seed': 0}, {})  # no writer
+  writer = tf.summary.create_file_writer(str(tmp_path))
+  with writer.as_default():
+    assert summaries.write_hparams(
+        {'seed': 1, 'pair': 'uci_mnist', 'source.learning_rate': 1e-3, 'data.cache': True},
+        {'target_test_accuracy': 0.5, 'steps': 22}, step=22,
+        hparam_names={'pixel.cycle_weight'})
+  writer.close()
+  plugin_data, values = _hparams_events(str(tmp_path))
+  start = plugin_data['_hparams_/session_start_info'].session_start_info
+  assert start.hparams['seed'].number_value == 1
+  assert start.hparams['pair'].string_value == 'uci_mnist'
+  assert start.hparams['source.learning_rate'].number_value == pytest.approx(1e-3)
+  assert start.hparams['data.cache'].bool_value
+  assert 'pixel.cycle_weight' not in start.hparams  # declared only
+  experiment = plugin_data['_hparams_/experiment'].experiment
+  assert {info.name for info in experiment.hparam_infos} == {
+      'seed', 'pair', 'source.learning_rate', 'data.cache', 'pixel.cycle_weight'}
+  assert {info.name.tag for info in experiment.metric_infos} == {
+      'target_test_accuracy', 'source_test_accuracy', 'steps'}
+  assert values['target_test_accuracy'] == (22, 0.5) and values['steps'] == (22, 22.0)
 
 
 @pytest.mark.parametrize('shape', [(5, 7, 3), (5, 7, 1), (5, 7)])

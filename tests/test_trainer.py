@@ -294,3 +294,20 @@ def test_log_window_and_final_metrics_survive_resumes(tmp_path):
   stage, _ = toy_stage(strategy, on_epoch_end=lambda epoch, means: None)
   rerun = trainer.fit(stage, str(tmp_path / 'resumed'), strategy, config)
   assert rerun.steps == 24 and rerun.final_metrics == straight.final_metrics
+
+
+def test_epoch_end_every_runs_calls_across_the_epochs_in_between(tmp_path, monkeypatch):
+  """`epoch_end_every=2` on 5 epochs of 8 steps: `on_epoch_end` after epochs 1, 3 and the last
+  (4), with the means since its previous call; calls cut only there."""
+  strategy = tf.distribute.get_strategy()
+  config = trainer.TrainConfig(log_every_steps=100, checkpoint_every_steps=100, steps_per_call=6)
+  calls = _record_calls(monkeypatch)
+  seen = []
+  stage, _ = toy_stage(strategy, epochs=5,
+                       on_epoch_end=lambda epoch, means: seen.append((epoch, means['examples'])))
+  stage.epoch_end_every = 2
+  trainer.fit(stage, str(tmp_path), strategy, config)
+  assert [epoch for epoch, _ in seen] == [1, 3, 4]
+  assert all(examples == pytest.approx(1.0) for _, examples in seen)
+  # Cuts at steps 16, 32 and 40 only (plus every 6 steps): 6 6 4 | 6 6 4 | 6 2
+  assert calls == [6, 6, 4, 6, 6, 4, 6, 2]

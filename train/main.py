@@ -117,7 +117,7 @@ def build_context():
   if FLAGS.seed is not None:
     config.seed = FLAGS.seed
   model_dir = FLAGS.model_dir or os.path.join('runs', pair.name.replace(':', '_'))
-  preflight.check_model_dir(model_dir)
+  preflight.check_model_dir(model_dir, create=False)  # created once the chief is known
   explicit = explicit_settings(config)
   # A later command on this model_dir continues with the settings it was trained with.
   saved_shape = preflight.restore_settings(config, pair, model_dir, explicit)
@@ -134,6 +134,8 @@ def build_context():
   tf.config.experimental.enable_op_determinism()
   # Before anything runs a TF op: logical CPUs and multi-worker need an uninitialised runtime.
   strategy = distribute.create_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
+  if distribute.is_chief(strategy):
+    preflight.check_model_dir(model_dir)
   print(f'[main] checking the data of {pair.source} and {pair.target} (preparing offline '
         'datasets the first time)', flush=True)
   preflight.check_data(config, pair, FLAGS.data_dir, FLAGS.stage, explicit)

@@ -1,7 +1,8 @@
 """Stage `eval`: a finished stage's classifier on the target test set, in detail.
 
 Writes `<model_dir>/eval/<evaluated stage>/metrics.json` (accuracy, per-class accuracy, the
-confusion matrix), a confusion-matrix PNG beside it and the same picture as a TensorBoard image.
+confusion matrix), a confusion-matrix PNG beside it, the same picture as a TensorBoard image, and
+the run's settings with the accuracy for TensorBoard's HParams dashboard.
 """
 
 import os
@@ -42,4 +43,8 @@ def run(ctx, eval_stage=None):
     }
 
   ctx.require(eval_stage, needed_by='eval')  # on every worker, so all fail alike
-  return common.write_stage_metrics(ctx, out_name, payload)
+  metrics = common.write_stage_metrics(ctx, out_name, payload)
+  # The evaluated stage's settings too: they, not eval's batch size, decide its accuracy.
+  return common.log_hparams(ctx, out_name, metrics,
+                            sections=('eval', common.config_section(eval_stage)),
+                            extra_hparams={'evaluated_stage': eval_stage})

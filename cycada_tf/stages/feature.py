@@ -167,11 +167,12 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
 
   dataset_fn = common.paired_dataset_fn(ctx, source_spec, batch_size)
 
+  # Monitoring only, after every epoch: target labels never drive training, the stop rule or
+  # model selection. The test splits are kept in memory across epochs.
+  monitor = common.test_accuracy_monitor(ctx, f_t)
+
   def on_epoch_end(epoch, epoch_means):
-    # Monitoring only: target labels never drive training, the stop rule or model selection.
-    if ctx.is_chief:
-      tf.summary.scalar('monitor/target_test_accuracy',
-                        common.accuracy_on(ctx, f_t, ctx.pair.target))
+    monitor(epoch, epoch_means)
     return no_update_stop_reason(epoch, epoch_means, gate.idle_epochs,
                                  section.stop_patience_epochs)
 
@@ -226,8 +227,9 @@ def run(ctx):
   stage, networks = build(ctx)
   result = common.fit(ctx, stage)
   from_stage = ctx.config.feature.from_stage
-  return common.write_stage_metrics(ctx, stage.name, lambda: dict(
+  metrics = common.write_stage_metrics(ctx, stage.name, lambda: dict(
       common.test_accuracies(ctx, networks['classifier']), **common.fit_summary(result),
       initialised_from=from_stage, source_side=networks['source_side'],
       initial_target_test_accuracy=ctx.read_metrics(from_stage)['target_test_accuracy'],
       f_t_updates=int(networks['gate'].updates.numpy())))
+  return common.log_hparams(ctx, stage.name, metrics)

@@ -264,4 +264,4 @@ def run(ctx):
     values['translations_png'] = png
     return values
 
-  return common.write_stage_metrics(ctx, 'pixel', payload)
+  return common.log_hparams(ctx, 'pixel', common.write_stage_metrics(ctx, 'pixel', payload))

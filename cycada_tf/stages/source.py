@@ -26,13 +26,15 @@ def build_target_only(ctx, fresh=False, num_train=None):
 
 
 def run(ctx, stage_name='source'):
-  """Trains f_S (`source`) or the oracle (`target_only`) and writes its metrics.json."""
+  """Trains f_S (`source`) or the oracle (`target_only`), writes its metrics.json and its
+  settings and metrics for TensorBoard's HParams dashboard."""
   stage, networks = build(ctx, stage_name=stage_name)
   result = common.fit(ctx, stage)
-  return common.write_stage_metrics(ctx, stage_name, lambda: dict(
+  metrics = common.write_stage_metrics(ctx, stage_name, lambda: dict(
       common.test_accuracies(ctx, networks['classifier']),
       trained_on=ctx.pair.source if stage_name == 'source' else ctx.pair.target,
       **common.fit_summary(result)))
+  return common.log_hparams(ctx, stage_name, metrics)
 
 
 def run_target_only(ctx):

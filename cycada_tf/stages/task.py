@@ -8,9 +8,9 @@ pixel checkpoint changes (`pixel_checkpoint_id`), then f_T learns from
 or from f_S (`source`).
 """
 
-import hashlib
 import os
 
+import keras
 import tensorflow as tf
 
 from cycada_tf import distribute
@@ -25,10 +25,10 @@ INIT_FROM = ('scratch', 'source')
 
 
 def pixel_checkpoint_id(ctx):
-  """Which pixel checkpoint G_ST comes from: its name and a hash of its index file.
+  """Which pixel checkpoint G_ST comes from: its name and a hash of its saved values.
 
-  The name alone (`ckpt-620`) repeats when pixel is retrained to the same step; the index file
-  holds a checksum of every saved tensor, so its hash changes whenever the weights do. Every
+  The name alone (`ckpt-620`) repeats when pixel is retrained to the same step; the values'
+  hash (`trainer.checkpoint_fingerprint`) changes whenever the weights do, and only then. Every
   worker reads the chief's checkpoint in model_dir, so all of them compute the same id.
   """
   ctx.require('pixel', needed_by='task')
@@ -37,9 +37,8 @@ def pixel_checkpoint_id(ctx):
   if latest is None:
     raise UserError(f'stage task needs G_ST, but {checkpoints} has no checkpoint. Fix: run '
                     f'`{ctx.command_for("pixel")}` again.')
-  with open(latest + '.index', 'rb') as f:
-    digest = hashlib.sha256(f.read()).hexdigest()
-  return {'pixel_checkpoint': os.path.basename(latest), 'index_sha256': digest}
+  return {'pixel_checkpoint': os.path.basename(latest),
+          'weights_sha256': trainer.checkpoint_fingerprint(latest)}
 
 
 def translate_source(ctx):
@@ -98,15 +97,20 @@ def _checked(section):
 
 
 def run(ctx):
-  """Trains the pixel-only f_T and writes metrics.json (target_test_accuracy and friends)."""
+  """Trains the pixel-only f_T; writes metrics.json (target_test_accuracy and friends) and the
+  HParams summary."""
   _checked(ctx.config.task)  # before the translation, which takes a while
   ctx.require('pixel', needed_by='task')
   translate_source(ctx)
+  # f_T's initial weights must not depend on whether this process translated (building G_ST
+  # draws from the global seed) or found the translation done, e.g. when resuming after a kill.
+  keras.utils.set_random_seed(ctx.seed)
   stage, networks = build(ctx)
   result = common.fit(ctx, stage)
   classifier, spec = networks['classifier'], common.translated_source_spec(ctx)
-  return common.write_stage_metrics(ctx, 'task', lambda: dict(
+  metrics = common.write_stage_metrics(ctx, 'task', lambda: dict(
       common.test_accuracies(ctx, classifier),
       translated_source_test_accuracy=common.accuracy_on(ctx, classifier, spec),
       trained_on=spec, initialised_from=ctx.config.task.init_from,
       **common.fit_summary(result)))
+  return common.log_hparams(ctx, 'task', metrics)
