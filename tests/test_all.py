@@ -22,8 +22,8 @@ TINY = ['--config.model.generator_filters=8', '--config.model.discriminator_filt
         '--config.pixel.decay_epochs=0', '--config.task.epochs=1',
         '--config.task.batch_size=32', '--config.feature.batch_size=32',
         '--config.feature.learning_rate=1e-3', '--config.feature.discriminator_learning_rate=1e-3',
-        '--config.train.checkpoint_every_steps=20', '--config.train.log_every_steps=20',
-        '--config.max_steps=40']
+        '--config.train.checkpoint_every_steps=10', '--config.train.log_every_steps=10',
+        '--config.max_steps=20']
 
 
 # Faults injected one after another into the same model_dir (tests/fault_runner.py): SIGKILL at
@@ -33,7 +33,7 @@ TINY = ['--config.model.generator_filters=8', '--config.model.discriminator_filt
 # further, so the later faults still find work: the two export faults kill the classifier's
 # SavedModel save and then (the rerun saves the classifier again, its first call) the
 # translator's.
-FAULTS = (('time', 20), ('save', 2), ('time', 20), ('save', 3), ('export', 1), ('export', 2))
+FAULTS = (('time', 18), ('save', 2), ('save', 3), ('export', 1), ('export', 2))
 # Wall-clock fields of metrics.json: the only ones allowed to differ.
 _TIMINGS = ('train_seconds', 'examples_per_second', 'first_call_seconds')
 
@@ -96,7 +96,7 @@ def test_all_killed_anywhere_ends_as_the_uninterrupted_run(tmp_path, offline_dat
     killed += result.returncode == -9
   final = _run(_command(killed_dir, offline_data_dir))
   assert final.returncode == 0, final.stderr[-3000:]
-  assert killed >= 5, f'only {killed} of {len(FAULTS)} faults hit a running pipeline'
+  assert killed >= 4, f'only {killed} of {len(FAULTS)} faults hit a running pipeline'
 
   assert _metrics(killed_dir) == _metrics(straight_dir)
   assert (straight_dir / 'export' / '1' / 'saved_model.pb').exists()

@@ -90,7 +90,9 @@ def test_inspect_infers_a_folder_pairs_shape(tmp_path):
 
 def _main_pair_line(*args):
   """train.main's stdout for `--stage=task` in an empty model_dir, which stops at once."""
-  result = subprocess.run([sys.executable, '-m', 'train.main', '--stage=task', *args], cwd=_REPO,
+  # A batch the 8-image folders can fill, so the data checks pass and the stage itself stops.
+  result = subprocess.run([sys.executable, '-m', 'train.main', '--stage=task',
+                           '--config.task.batch_size=4', *args], cwd=_REPO,
                           capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 2, result.stderr[-3000:]
   assert "needs the finished 'pixel' stage" in result.stderr

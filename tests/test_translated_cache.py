@@ -22,13 +22,22 @@ from tests.conftest import tiny_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(name='ctx')
-def fixture_ctx(tmp_path, offline_data_dir):
-  """A model_dir with two-step source and pixel stages."""
-  ctx = make_context(tmp_path, offline_data_dir, tiny_config(max_steps=2))
+@pytest.fixture(scope='module', name='trained_dir')
+def fixture_trained_dir(tmp_path_factory, offline_data_dir):
+  """A model_dir with two-step source and pixel stages, trained once for the module."""
+  model_dir = tmp_path_factory.mktemp('trained')
+  ctx = make_context(model_dir, offline_data_dir, tiny_config(max_steps=2))
   for stage in ('source', 'pixel'):
     workflow.run(stage, ctx)
-  return ctx
+  return model_dir
+
+
+@pytest.fixture(name='ctx')
+def fixture_ctx(trained_dir, tmp_path, offline_data_dir):
+  """A copy of `trained_dir` of its own (tests retrain pixel and translate into it)."""
+  model_dir = tmp_path / 'model'
+  shutil.copytree(trained_dir, model_dir)
+  return make_context(model_dir, offline_data_dir, tiny_config(max_steps=2))
 
 
 def retrain_pixel(ctx, seed):

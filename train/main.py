@@ -91,8 +91,12 @@ def custom_image_shape(config):
   return shape
 
 
-def build_context():
-  """Parses and validates every flag into a stage Context (no TensorFlow work yet)."""
+def build_context(training_run=True):
+  """Parses and validates every flag into a stage Context (no TensorFlow work yet).
+
+  `training_run=False` (`train.bench`, which trains nothing into model_dir) neither creates
+  model_dir nor reads the settings saved there.
+  """
   # Imported here so `--help` and flag errors stay fast.
   import keras
   import tensorflow as tf
@@ -117,14 +121,18 @@ def build_context():
   if FLAGS.seed is not None:
     config.seed = FLAGS.seed
   model_dir = FLAGS.model_dir or os.path.join('runs', pair.name.replace(':', '_'))
-  preflight.check_model_dir(model_dir, create=False)  # created once the chief is known
   explicit = explicit_settings(config)
-  # A later command on this model_dir continues with the settings it was trained with.
-  saved_shape = preflight.restore_settings(config, pair, model_dir, explicit)
+  saved_shape = None
+  if training_run:
+    preflight.check_model_dir(model_dir, create=False)  # created once the chief is known
+    # A later command on this model_dir continues with the settings it was trained with.
+    saved_shape = preflight.restore_settings(config, pair, model_dir, explicit)
   if pair.name.startswith('custom:'):
     shape_given = {'data.image_size', 'data.channels'} & explicit
     shape = saved_shape if saved_shape and not shape_given else custom_image_shape(config)
     pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=shape)
+    # Recorded in config.json, so a later flag is compared with the shape actually trained.
+    config.data.image_size, config.data.channels = int(shape[0]), int(shape[2])
   # Checked now so a typo fails in a second, not after data preparation; the policy itself is
   # set per stage by `workflow` (export always builds float32 models).
   precision.policy_name(config.train.get('precision', 'fp32'))
@@ -134,13 +142,11 @@ def build_context():
   tf.config.experimental.enable_op_determinism()
   # Before anything runs a TF op: logical CPUs and multi-worker need an uninitialised runtime.
   strategy = distribute.create_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
-  if distribute.is_chief(strategy):
+  if training_run and distribute.is_chief(strategy):
     preflight.check_model_dir(model_dir)
   print(f'[main] checking the data of {pair.source} and {pair.target} (preparing offline '
         'datasets the first time)', flush=True)
   preflight.check_data(config, pair, FLAGS.data_dir, FLAGS.stage, explicit)
-  if distribute.is_chief(strategy):
-    preflight.save_settings(config, pair, model_dir)
   print(f'[main] pair {pair.name}: {pair.source} → {pair.target}, image shape '
         f'{tuple(pair.image_shape)}, model_dir {model_dir}; {distribute.describe(strategy)}; '
         f'kernels {kernels.resolve(config.train.get("kernels", "auto"), strategy)}', flush=True)
@@ -149,7 +155,8 @@ def build_context():
     if warning:
       print(f'[main] {warning}', flush=True)
   return common.Context(config=config, pair=pair, model_dir=model_dir,
-                        data_dir=FLAGS.data_dir, strategy=strategy)
+                        data_dir=FLAGS.data_dir, strategy=strategy,
+                        remember_settings=training_run)
 
 
 def run():

@@ -43,6 +43,8 @@ class Context:
   strategy: object = None
   # Compiled predictors by classifier id (see `_predictor`).
   predictors: dict = dataclasses.field(default_factory=dict, repr=False)
+  # Whether training writes `<model_dir>/config.json` (`train.main` sets it; see `fit`).
+  remember_settings: bool = False
 
   def __post_init__(self):
     if self.strategy is None:
@@ -191,7 +193,15 @@ def accuracy_on(ctx, classifier, domain_spec, split='test'):
 
 
 def fit(ctx, stage):
-  """Trains `stage` into `<model_dir>/<stage.name>/` with the run's strategy and train config."""
+  """Trains `stage` into `<model_dir>/<stage.name>/` with the run's strategy and train config.
+
+  Before the first step the chief records the run's settings in `<model_dir>/config.json`
+  (`preflight.save_settings`), so that what trained the model_dir is kept beside it and later
+  commands start from it. A command that fails before training leaves no settings behind.
+  """
+  if ctx.remember_settings and ctx.is_chief:
+    from cycada_tf import preflight  # pylint: disable=g-import-not-at-top
+    preflight.save_settings(ctx.config, ctx.pair, ctx.model_dir)
   return trainer.fit(stage, ctx.stage_dir(stage.name), ctx.strategy,
                      trainer.TrainConfig.from_config(ctx.config.train))
 
