@@ -48,6 +48,18 @@ def make_context(model_dir, data_dir, config=None):
                         model_dir=str(model_dir), data_dir=data_dir)
 
 
+def session_run(path, signature, **inputs):
+  """Runs a SavedModel signature the way TF Serving does: TF1 session, graph-mode loader, fed
+  by tensor name."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+    meta_graph = tf.compat.v1.saved_model.loader.load(session, ['serve'], path)
+    signature_def = meta_graph.signature_def[signature]
+    feeds = {signature_def.inputs[k].name: v for k, v in inputs.items()}
+    fetches = {k: v.name for k, v in signature_def.outputs.items()}
+    return session.run(fetches, feeds)
+
+
 def scalars(event_dir, tag):
   """The values of one TensorBoard scalar, in step order."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -35,6 +35,7 @@ from cycada_tf.stages import common
 from cycada_tf.stages import export
 from tests.conftest import REPO
 from tests.conftest import make_context
+from tests.conftest import session_run
 
 IMAGE_SHAPE = (28, 28, 1)
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
@@ -133,16 +134,6 @@ def run(tmp_path_factory):
               loaded=tf.saved_model.load(first['path']))
 
 
-def _session_run(path, signature, **inputs):
-  """Runs a signature the way TF Serving does: TF1 session, graph-mode loader, fed by name."""
-  with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-    meta_graph = tf.compat.v1.saved_model.loader.load(session, ['serve'], path)
-    signature_def = meta_graph.signature_def[signature]
-    feeds = {signature_def.inputs[k].name: v for k, v in inputs.items()}
-    fetches = {k: v.name for k, v in signature_def.outputs.items()}
-    return session.run(fetches, feeds)
-
-
 def _softmax(net, uint8_images):
   logits, _ = net(tf.constant(uint8_images, tf.float32) / 127.5 - 1.0, training=False)
   return tf.nn.softmax(logits).numpy()
@@ -198,7 +189,7 @@ def test_serving_default_matches_keras_on_real_digits(run):
 def test_session_loader_sees_the_trained_weights(run):
   # TF Serving loads with a session; Keras 3 weights saved the naive way come back uninitialised.
   images = run['images'][:16]
-  outputs = _session_run(run['first']['path'], 'serving_default', images=images)
+  outputs = session_run(run['first']['path'], 'serving_default', images=images)
   np.testing.assert_allclose(outputs['probabilities'], _softmax(run['source'], images),
                              atol=1e-5)
 
@@ -216,7 +207,7 @@ def test_dtn_with_batch_norm_exports_for_rgb_pairs(tmp_path):
   expected = tf.nn.softmax(net(expected, training=False)[0]).numpy()
   served = tf.saved_model.load(path).signatures['serving_default'](images=tf.constant(grey))
   np.testing.assert_allclose(served['probabilities'].numpy(), expected, atol=1e-5)
-  np.testing.assert_allclose(_session_run(path, 'serving_default', images=grey)['probabilities'],
+  np.testing.assert_allclose(session_run(path, 'serving_default', images=grey)['probabilities'],
                              expected, atol=1e-5)
 
 

@@ -28,6 +28,7 @@ from cycada_tf import models
 from cycada_tf import serving
 from cycada_tf.stages import common
 from tests.conftest import REPO
+from tests.conftest import session_run
 
 IMAGE_SHAPE = (28, 28, 1)
 # The README's names for the two exports (`--model_name=...`).
@@ -182,16 +183,6 @@ def rest_predict(version_dir, loaded, body):
   return request, json.loads(rest_response(answer(loaded, request)))
 
 
-def _session_run(path, signature, **inputs):
-  """Runs a signature the way TF Serving does: TF1 session, graph-mode loader, fed by name."""
-  with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-    meta_graph = tf.compat.v1.saved_model.loader.load(session, ['serve'], path)
-    signature_def = meta_graph.signature_def[signature]
-    feeds = {signature_def.inputs[k].name: v for k, v in inputs.items()}
-    fetches = {k: v.name for k, v in signature_def.outputs.items()}
-    return session.run(fetches, feeds)
-
-
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
   """A tiny LeNet and a tiny digit G_ST, each saved as version 1 as `export` saves them."""
@@ -311,7 +302,7 @@ def test_warmup_requests_replay_against_the_loaded_signatures(exported, model):
       np.testing.assert_array_equal(tf.make_ndarray(replayed.outputs[alias]),
                                     tf.make_ndarray(proto))
     # TF Serving replays them through a TF1 session; so must they run there.
-    session = _session_run(version_dir, signature,
+    session = session_run(version_dir, signature,
                            images=tf.make_ndarray(request.inputs['images']))
     assert set(session) == set(defs[signature].outputs)
     assert rest_response(response)  # and their answers are valid REST JSON
@@ -326,7 +317,7 @@ def test_serve_bytes_without_a_vector_names_the_expected_input(exported, model, 
   with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
     loaded.signatures['serve_bytes'](images=tf.constant(png))
   with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
-    _session_run(version_dir, 'serve_bytes', images=png)
+    session_run(version_dir, 'serve_bytes', images=png)
 
 
 @pytest.mark.parametrize('shape', [(28, 28, 1), (1, 28, 28, 2)])
@@ -336,7 +327,7 @@ def test_serving_default_with_a_wrong_shape_names_the_expected_input(exported, s
   with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
     loaded.signatures['serving_default'](images=tf.zeros(shape, tf.uint8))
   with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
-    _session_run(version_dir, 'serving_default', images=np.zeros(shape, np.uint8))
+    session_run(version_dir, 'serving_default', images=np.zeros(shape, np.uint8))
 
 
 def _animated_gif(first, second):
