@@ -50,13 +50,13 @@ def check_model_dir(model_dir, create=True):
                     'a directory you can write to.') from None
 
 
-def _leaves(node, prefix=''):
+def flat_settings(node, prefix=''):
   """{'a.b': value} for every non-dict value of a nested dict or ConfigDict."""
   leaves = {}
   for key, value in node.items():
     path = f'{prefix}{key}'
     if hasattr(value, 'items'):
-      leaves.update(_leaves(value, path + '.'))
+      leaves.update(flat_settings(value, path + '.'))
     else:
       leaves[path] = value
   return leaves
@@ -108,8 +108,8 @@ def restore_settings(config, pair, model_dir, explicit):
   if saved_pair.get('name') != pair.name:
     raise UserError(f'{model_dir} holds a run of pair {saved_pair.get("name")!r} ({path}), not '
                     f'{pair.name!r}. Fix: pass that pair, or another --model_dir.')
-  current = _leaves(config)
-  for key, value in sorted(_leaves(saved.get('config', {})).items()):
+  current = flat_settings(config)
+  for key, value in sorted(flat_settings(saved.get('config', {})).items()):
     if key not in current:
       continue  # a setting this version no longer has
     if key in explicit:

@@ -57,7 +57,7 @@ def explicit_settings(config):
   from cycada_tf import preflight  # pylint: disable=g-import-not-at-top
   explicit = set(command_line_overrides())
   if FLAGS['config'].present:
-    explicit.update(preflight._leaves(config))  # pylint: disable=protected-access
+    explicit.update(preflight.flat_settings(config))
   if FLAGS.seed is not None:
     explicit.add('seed')
   return explicit

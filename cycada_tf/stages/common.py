@@ -160,14 +160,17 @@ def load_classifier(ctx, stage_name, needed_by):
   return classifier
 
 
-def confusion_matrix(ctx, classifier, domain_spec, split='test'):
+def confusion_matrix(ctx, classifier, domain_spec, split='test', memo=None):
   """The confusion matrix of `classifier` on one domain split (whole split, in order).
 
   `classifier` is anything called as `classifier(images, training=False)` → (logits, ...).
+  `memo` (a dict kept by the caller, see `pipeline.domain_examples`) keeps the preprocessed
+  split for the next call, for callers that evaluate repeatedly.
   """
   dataset = pipeline.domain_dataset(
       domain_spec, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
-      data_dir=ctx.data_dir, shuffle=False, repeat=False, drop_remainder=False)
+      data_dir=ctx.data_dir, shuffle=False, repeat=False, drop_remainder=False,
+      cache=ctx.config.data.cache, memo=memo)
   predict = _predictor(ctx, classifier)
   matrix = metrics_lib.ConfusionMatrix(ctx.config.model.num_classes)
   for images, labels in dataset:
@@ -410,14 +413,7 @@ def monitored_accuracy(ctx, classifier, domain_spec, memo):
   training epoch takes about 0.3 s. With the stage's `memo` (and `data.cache`) only the first
   call reads; the others are the classifier's forward passes.
   """
-  dataset = pipeline.domain_dataset(
-      domain_spec, 'test', ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
-      data_dir=ctx.data_dir, cache=ctx.config.data.cache, memo=memo)
-  predict = _predictor(ctx, classifier)
-  matrix = metrics_lib.ConfusionMatrix(ctx.config.model.num_classes)
-  for images, labels in dataset:
-    matrix.update(labels.numpy(), predict(images).numpy())
-  return float(metrics_lib.accuracy(matrix.matrix))
+  return float(metrics_lib.accuracy(confusion_matrix(ctx, classifier, domain_spec, memo=memo)))
 
 
 def config_section(stage_name):
