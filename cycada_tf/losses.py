@@ -56,6 +56,20 @@ def task_loss(labels, logits, ignore_label=255):
                                tf.reduce_sum(valid, axis=axes))
 
 
+def correct_fraction(labels, logits, ignore_label=255):
+  """Per-example fraction of right argmax predictions, [B]: 0 or 1 for a label per image, the
+  fraction of labelled pixels (label ≠ `ignore_label`) for score maps; 0 with none labelled."""
+  predictions = tf.argmax(_as_float(logits), axis=-1, output_type=tf.int32)
+  labels = tf.cast(labels, tf.int32)
+  correct = tf.cast(tf.equal(predictions, labels), tf.float32)
+  if logits.shape.rank == 2:
+    return correct
+  valid = tf.cast(tf.not_equal(labels, ignore_label), tf.float32)
+  axes = tf.range(1, tf.rank(correct))
+  return tf.math.divide_no_nan(tf.reduce_sum(correct * valid, axis=axes),
+                               tf.reduce_sum(valid, axis=axes))
+
+
 def lsgan_discriminator_loss(real_scores, fake_scores):
   """Least-squares D loss, halved as in CycleGAN: 0.5·(mean((real − 1)²) + mean(fake²))."""
   real = per_example_mean(tf.square(_as_float(real_scores) - 1.0))

@@ -66,13 +66,17 @@ def _reflected_indices(size, pad):
 def reflect_pad_2d(images, pad):
   """Reflection-pads height and width of NHWC `images` by `pad` (same as MirrorPad REFLECT).
 
-  Needs static height and width larger than `pad`, as reflection itself does.
+  Needs height and width larger than `pad`, as reflection itself does. With unknown height or
+  width (a serving signature or a translation of whole images of any size) it is TF's MirrorPad:
+  the gather below needs the sizes to build its indices, and such graphs take no gradient.
   """
   pad = int(pad)
   if pad == 0:
     return images
   height, width = images.shape[1], images.shape[2]
-  if height is None or width is None or min(height, width) <= pad:
+  if height is None or width is None:
+    return tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode='REFLECT')
+  if min(height, width) <= pad:
     raise ValueError(f'reflect_pad_2d needs static height and width > {pad}; got shape '
                      f'{images.shape}')
 

@@ -1,7 +1,8 @@
-"""The paper's Table 2 layout: target accuracy of each model, one run or mean ± s.e. over seeds.
+"""The paper's Table 2 layout: target score of each model, one run or mean ± s.e. over seeds.
 
-Rows come from the stages' metrics.json files, so a table can be rebuilt from any model_dir(s)
-without rerunning anything.
+The score is the target test accuracy for digits and the target test mIoU for segmentation
+(whichever the stage's metrics.json has). Rows come from the stages' metrics.json files, so a
+table can be rebuilt from any model_dir(s) without rerunning anything.
 """
 
 import json
@@ -30,16 +31,28 @@ PAPER_TABLE = {
                    'pixel only': (70.3, 0.2), 'pixel+feat': (90.4, 0.4),
                    'target only': (99.2, 0.1)},
 }
+# SPEC §5 (paper Tables 4 and 5), mIoU %, one number each (no s.e. published); GTA5 →
+# Cityscapes with DRN-26, the default network of `configs/gta5_cityscapes.py`.
+PAPER_SEGMENTATION_TABLE = {
+    'gta5_cityscapes': {'source only': 21.7, 'pixel+feat': 39.5, 'target only': 67.4},
+    'synthia_fall_winter': {'source only': 49.8, 'pixel only': 63.3, 'target only': 70.5},
+}
+# The metrics.json keys a row's score is read from, in order of preference.
+SCORE_KEYS = ('target_test_accuracy', 'target_test_miou')
 
 
 def target_accuracies(model_dir):
-  """{row label: target test accuracy} for every finished stage in one model_dir."""
+  """{row label: target test score} for every finished stage in one model_dir: the accuracy,
+  or for segmentation the mIoU (see `SCORE_KEYS`)."""
   found = {}
   for label, stage in ROWS:
     path = os.path.join(model_dir, stage, 'metrics.json')
     if os.path.exists(path):
       with open(path) as f:
-        found[label] = float(json.load(f)['target_test_accuracy'])
+        metrics_json = json.load(f)
+      key = next((k for k in SCORE_KEYS if k in metrics_json), None)
+      if key is not None:
+        found[label] = float(metrics_json[key])
   return found
 
 
@@ -55,13 +68,17 @@ def summarise(runs):
   return summary
 
 
-def markdown_table(summary, pair_name=None):
-  """A Markdown table of the summary, with the paper's numbers beside it when it has them."""
+def markdown_table(summary, pair_name=None, score='accuracy'):
+  """A Markdown table of the summary, with the paper's numbers beside it when it has them.
+
+  `score` names the column: 'accuracy' (digits) or 'mIoU' (segmentation).
+  """
   paper = PAPER_TABLE.get(pair_name, {})
-  header = '| model | target accuracy % (mean ± s.e.) | runs |'
+  paper_segmentation = PAPER_SEGMENTATION_TABLE.get(pair_name, {})
+  header = f'| model | target {score} % (mean ± s.e.) | runs |'
   rule = '|---|---|---|'
-  if paper:
-    header += ' paper (4 runs) |'
+  if paper or paper_segmentation:
+    header += ' paper (4 runs) |' if paper else ' paper (not reproduced here) |'
     rule += '---|'
   lines = [header, rule]
   for label, _ in ROWS:
@@ -72,5 +89,8 @@ def markdown_table(summary, pair_name=None):
     if paper:
       mean, se = paper[label]
       line += f' {mean:.1f} ± {se:.1f} |'
+    elif paper_segmentation:
+      value = paper_segmentation.get(label)
+      line += f' {value:.1f} |' if value is not None else ' – |'
     lines.append(line)
   return '\n'.join(lines)

@@ -16,6 +16,14 @@ Signatures of the classifier SavedModel:
 Signatures of the translator SavedModel (G_ST: source rendered in target style):
   serving_default(images: uint8 [N, H, W, C]) -> images: uint8 [N, H_model, W_model, C_model]
   serve_bytes(images: string [N]) -> images_bytes: string [N] of PNG-encoded translations.
+  With `keep_size=True` (segmentation, where images are not all one size) nothing is resized:
+  H and W must be multiples of `SIZE_MULTIPLE` (the generators' two stride-2 stages), the output
+  is uint8 [N, H, W, C_model], and the images of one `serve_bytes` request must share a size.
+Signatures of the segmenter SavedModel (`SegmenterServer`, any H and W, never resized):
+  serving_default(images: uint8 [N, H, W, C], C in {1, 3})
+      -> class_map: uint8 [N, H, W], probabilities: float32 [N, H, W, num_classes]
+  serve_bytes(images: string [N], encoded PNG/JPEG/GIF/BMP/WebP, one size per request)
+      -> the same outputs.
 The PNG output's name ends in `_bytes` because TF Serving's REST API base64-encodes a string
 output (`{"b64": ...}`) only when its name does; any other string output is written into the JSON
 response as it is, and raw PNG bytes there make the response invalid JSON.
@@ -24,7 +32,10 @@ Bad input is rejected by the graph with a message that says what is expected:
   - a wrong dtype (say float32 into `serving_default`) is refused by the signature itself before
     the graph runs: `InvalidArgumentError: ... expected to be a uint8 tensor but is a float tensor`;
   - a wrong rank or channel count fails an in-graph assertion, `InvalidArgumentError` containing
-    `INPUT_ERROR` (`BYTES_ERROR` for `serve_bytes`) and the received shape.
+    `INPUT_ERROR` (`BYTES_ERROR` for `serve_bytes`) and the received shape;
+  - where the size is kept, a height or width that is not a multiple of `SIZE_MULTIPLE`
+    fails with `SIZE_ERROR` (translator with `keep_size`), and encoded images of different sizes
+    in one request fail with `SAME_SIZE_ERROR` and the sizes received.
 Both inputs are declared with unknown rank rather than [None, None, None, None] or [None] on
 purpose: with a declared rank TensorFlow proves the rank check true while tracing and drops it,
 and neither the Python signature wrapper nor TF Serving checks shapes of fed tensors, so a rank-3
@@ -53,6 +64,10 @@ from cycada_tf.data import translated
 
 INPUT_ERROR = 'expected uint8 images [N, H, W, C] with C in {1, 3}'
 BYTES_ERROR = 'expected a string vector [N] of encoded PNG/JPEG images'
+# The generators' two stride-2 downsamples and upsamples give back H×W only for multiples of 4.
+SIZE_MULTIPLE = 4
+SIZE_ERROR = f'expected image height and width divisible by {SIZE_MULTIPLE}'
+SAME_SIZE_ERROR = 'expected encoded images of one size per request'
 SIGNATURES = ('serving_default', 'serve_bytes')
 # TF Serving's fixed names: the folder it reads extras from, and the warm-up file in it.
 ASSETS_EXTRA = 'assets.extra'
@@ -84,8 +99,11 @@ def preprocess(images, image_shape, content_fraction=1.0):
   return tf.cond(tf.equal(tf.shape(images)[3], 1), with_channels(1), with_channels(3))
 
 
-def _checked(tensor, ok, message, shape):
+def _checked(tensor, ok, message, shape, details=None):
   """`tensor`, statically of `shape`, if the run-time condition `ok` holds; else a failed assert.
+
+  The assertion's message is `message`, then `details` (a list of strings and tensors; by
+  default 'got shape' and the tensor's shape).
 
   The check feeds a `tf.cond` whose output everything downstream consumes, i.e. a data
   dependency rather than a control dependency: graph optimisation of the saved function was
@@ -96,9 +114,11 @@ def _checked(tensor, ok, message, shape):
   tensor ... [] is not compatible with expected shape [?]" instead of `message`.
   """
 
+  if details is None:
+    details = ['got shape', tf.shape(tensor)]
+
   def rejected():
-    with tf.control_dependencies(
-        [tf.debugging.Assert(ok, [message, 'got shape', tf.shape(tensor)])]):
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message, *details])]):
       return tf.zeros([0] * len(shape), tensor.dtype)
 
   checked = tf.cond(ok, lambda: tf.identity(tensor), rejected)
@@ -128,22 +148,20 @@ def check_encoded(encoded):
   return _checked(encoded, tf.equal(tf.rank(encoded), 1), BYTES_ERROR, [None])
 
 
-def _decode_and_preprocess_one(data, image_shape, content_fraction):
-  """One encoded image → float32 [H, W, C] in [-1, 1].
+def _decode_one(data, channels, finish):
+  """One encoded image → `finish(uint8 [h, w, c])`, a float32 image with `channels` channels.
 
   PNG and JPEG decode straight to the model's channel count, as they always have. The GIF, BMP
   and WebP decoders only produce colour (asked for grey they fail with "channels must be 0 or 3
-  for GIF"), so those are decoded to RGB and `pipeline.preprocess` converts them, exactly as it
-  converts a folder domain's images (which are all decoded to RGB). An animated GIF gives its
-  first frame.
+  for GIF"), so those are decoded to RGB and `finish` converts them, exactly as
+  `pipeline.preprocess` converts a folder domain's images (which are all decoded to RGB). An
+  animated GIF gives its first frame.
   """
-  channels = int(image_shape[-1])
 
   def decoded_with(count):
     def branch():
       image = tf.io.decode_image(data, channels=count, dtype=tf.uint8, expand_animations=False)
-      return pipeline.preprocess(tf.ensure_shape(image, [None, None, count]), image_shape,
-                                 content_fraction)
+      return finish(tf.ensure_shape(image, [None, None, count]))
     return branch
 
   if channels == 3:
@@ -151,6 +169,12 @@ def _decode_and_preprocess_one(data, image_shape, content_fraction):
   is_png = tf.equal(tf.strings.substr(data, 0, 4), b'\x89PNG')
   return tf.cond(tf.logical_or(is_png, tf.io.is_jpeg(data)), decoded_with(channels),
                  decoded_with(3))
+
+
+def _decode_and_preprocess_one(data, image_shape, content_fraction):
+  """One encoded image → float32 [H, W, C] in [-1, 1], through `pipeline.preprocess`."""
+  return _decode_one(data, int(image_shape[-1]),
+                     lambda image: pipeline.preprocess(image, image_shape, content_fraction))
 
 
 def decode_and_preprocess(encoded, image_shape, content_fraction=1.0):
@@ -166,12 +190,87 @@ def decode_and_preprocess(encoded, image_shape, content_fraction=1.0):
       fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
 
 
+def _scaled(image, channels):
+  """uint8 [..., c] → float32 [..., channels] in [-1, 1]: `pipeline.preprocess` without resizing.
+
+  The channel conversion is the pipeline's own function, applied as it applies it (on floats,
+  before scaling), so a served pixel equals a trained one.
+  """
+  to_channels = pipeline._to_channels  # pylint: disable=protected-access
+  return to_channels(tf.cast(image, tf.float32), channels) / 127.5 - 1.0
+
+
+def scale_to_channels(images, channels):
+  """uint8 [N, h, w, c] (c ∈ {1, 3} known only at run time) → float32 [N, h, w, channels].
+
+  The size is kept. As in `preprocess`, the batch goes through one of two `tf.cond` branches in
+  which the channel count is pinned, because the conversion depends on the static count.
+  """
+
+  def with_channels(count):
+    return lambda: _scaled(tf.ensure_shape(images, [None, None, None, count]), channels)
+
+  scaled = tf.cond(tf.equal(tf.shape(images)[3], 1), with_channels(1), with_channels(3))
+  scaled.set_shape([None, None, None, channels])
+  return scaled
+
+
+def decode_same_size(encoded, channels):
+  """string [N] of encoded images, all of one size → float32 [N, h, w, channels] in [-1, 1].
+
+  Without a resize, images of different sizes cannot share a batch tensor, so a request must
+  hold images of one size (send different sizes as separate requests). Each image is decoded
+  once, into a ragged batch that holds any mix of sizes; the sizes are then checked, and a
+  mixed request fails with `SAME_SIZE_ERROR` and the (height, width) of every image instead of
+  an error from deep inside the graph.
+  """
+  image_spec = tf.RaggedTensorSpec([None, None, channels], tf.float32, ragged_rank=1)
+
+  def decode(data):
+    image = _decode_one(data, channels, lambda decoded: _scaled(decoded, channels))
+    return tf.RaggedTensor.from_tensor(image, ragged_rank=1), tf.shape(image)[:2]
+
+  images, sizes = tf.map_fn(decode, check_encoded(encoded),
+                            fn_output_signature=(image_spec, tf.TensorSpec([2], tf.int32)))
+  one_size = tf.reduce_all(tf.equal(sizes, sizes[:1]))
+  return _checked(images.to_tensor(), one_size, SAME_SIZE_ERROR,
+                  [None, None, None, channels], details=['got sizes (height, width)', sizes])
+
+
+def check_size_multiple(images, multiple=SIZE_MULTIPLE):
+  """`images` [N, H, W, C] once H and W are checked at run time to be multiples of `multiple`."""
+  size = tf.shape(images)[1:3]
+  ok = tf.reduce_all(tf.equal(size % multiple, 0))
+  return _checked(images, ok, SIZE_ERROR, images.shape.as_list())
+
+
+def size_keeping_inputs(channels, multiple=1):
+  """(from pixels, from bytes) input functions that keep each request's H×W (see `_Server`).
+
+  With `multiple` > 1 both check that H and W are multiples of it (`SIZE_ERROR`).
+  """
+
+  def checked(images):
+    return check_size_multiple(images, multiple) if multiple > 1 else images
+
+  def from_pixels(images):
+    return checked(scale_to_channels(check_images(images), channels))
+
+  def from_bytes(encoded):
+    return checked(decode_same_size(encoded, channels))
+
+  return from_pixels, from_bytes
+
+
 class _Server(tf.Module):
   """The two signatures every exported product has, around one Keras model's forward pass.
 
   `serving_default` takes uint8 pixels, `serve_bytes` encoded images; both turn their input into
   the model's float32 [N, H, W, C] in [-1, 1] and hand it to `respond` (a dict of outputs);
-  `serve_bytes` then passes the result through `encode`.
+  `serve_bytes` then passes the result through `encode`. By default the input is resized to
+  `image_shape` (`preprocess`, `decode_and_preprocess`); `inputs`, a pair of functions
+  (pixels → model input, encoded bytes → model input) such as `size_keeping_inputs` gives,
+  replaces that. `image_shape` is then only the size of the warm-up requests.
 
   The module tracks the model's underlying `tf.Variable`s, not the Keras model itself. Saving a
   Keras 3 model as an attribute stores each weight twice (once per wrapper), and the session-based
@@ -181,19 +280,22 @@ class _Server(tf.Module):
   model, whose ops read exactly those `tf.Variable`s.
   """
 
-  def __init__(self, name, model, respond, image_shape, content_fraction, encode=None):
+  def __init__(self, name, model, respond, image_shape, content_fraction, encode=None,
+               inputs=None):
     super().__init__(name=name)
     self.image_shape = tuple(int(d) for d in image_shape)
     self.content_fraction = float(content_fraction)
     self.model_variables = [variable.value for variable in model.variables]
     encode = encode or (lambda outputs: outputs)
+    pixels_to_inputs, bytes_to_inputs = inputs or (
+        lambda images: preprocess(check_images(images), self.image_shape, self.content_fraction),
+        lambda images: decode_and_preprocess(images, self.image_shape, self.content_fraction))
 
     def from_pixels(images):
-      return respond(preprocess(check_images(images), self.image_shape, self.content_fraction))
+      return respond(pixels_to_inputs(images))
 
     def from_bytes(images):
-      return encode(respond(decode_and_preprocess(images, self.image_shape,
-                                                  self.content_fraction)))
+      return encode(respond(bytes_to_inputs(images)))
 
     self.serving_default = tf.function(
         from_pixels, input_signature=[tf.TensorSpec(None, tf.uint8, name='images')])
@@ -246,9 +348,19 @@ class TranslatorServer(_Server):
 
   The pixels are `translated.to_uint8(G_ST(x))`, exactly what the `task` stage trains on. The
   PNG output is named `images_bytes` so that TF Serving's REST API base64-encodes it.
+
+  With `keep_size=True` (segmentation: street scenes come in many sizes and the generators are
+  fully convolutional) images are not resized: any H and W that are multiples of
+  `SIZE_MULTIPLE` pass through at their own size, others fail with `SIZE_ERROR`, and the images
+  of one `serve_bytes` request must share a size. `image_shape` then gives the model's channels
+  and the warm-up size only.
+
+  Raises:
+    ValueError: with `keep_size`, for a content fraction other than 1 (there is no frame to fit
+      the content into) or a warm-up size that is not a multiple of `SIZE_MULTIPLE`.
   """
 
-  def __init__(self, generator, image_shape, content_fraction=1.0):
+  def __init__(self, generator, image_shape, content_fraction=1.0, keep_size=False):
 
     def respond(images):
       return {'images': translated.to_uint8(
@@ -258,8 +370,80 @@ class TranslatorServer(_Server):
       return {'images_bytes': tf.map_fn(tf.io.encode_png, outputs['images'],
                                         fn_output_signature=tf.TensorSpec([], tf.string))}
 
+    inputs = None
+    if keep_size:
+      if content_fraction != 1.0:
+        raise ValueError(f'keep_size serves images at their own size, so it has no frame for a '
+                         f'content fraction of {content_fraction}')
+      if any(int(d) % SIZE_MULTIPLE for d in image_shape[:2]):
+        raise ValueError(f'the warm-up size {tuple(image_shape[:2])} must be a multiple of '
+                         f'{SIZE_MULTIPLE}')
+      inputs = size_keeping_inputs(int(image_shape[-1]), SIZE_MULTIPLE)
     super().__init__('translator_server', generator, respond, image_shape, content_fraction,
-                     encode=encode)
+                     encode=encode, inputs=inputs)
+
+
+def resize_to(logits, size):
+  """float [N, h, w, K] → [N, *size, K], bilinearly, or as it is when already of that size.
+
+  A segmentation net may predict at a fraction of its input's size (FCN's strided score maps,
+  a crop's padding); scores are resized before the argmax, so the class map is at the input's
+  full resolution, where the labels are evaluated (docs/method.md §4).
+  """
+  same = tf.reduce_all(tf.equal(tf.shape(logits)[1:3], size))
+  resized = tf.cond(same, lambda: tf.identity(logits),
+                    lambda: tf.image.resize(logits, size, method='bilinear'))
+  resized.set_shape(logits.shape[:1].concatenate([None, None]).concatenate(logits.shape[3:]))
+  return resized
+
+
+class SegmenterServer(_Server):
+  """A segmentation net: images of any H×W → `class_map` uint8 [N, H, W] and `probabilities`
+  float32 [N, H, W, num_classes], at the input's own resolution.
+
+  Images are never resized (a street scene resized to a fixed frame would change what each
+  pixel's label refers to): the pixels are only converted to the model's `channels` and scaled
+  to [-1, 1] like the pipeline's. `model(x, training=False)` must return (logits [N, h, w, K],
+  features); logits of another size than the input are resized bilinearly (`resize_to`)
+  before the softmax and the argmax. `serve_bytes` takes one size per request (images of
+  different sizes go in separate requests; see `decode_same_size`). The model must be built
+  (see `_Server`); `warmup_size` is the (height, width) of the warm-up requests.
+
+  `resize_width` (the config's `data.resize_width`; 0: none) runs the model at the scale it was
+  trained and evaluated at: the scaled image is resized to that width first (`pipeline.
+  resized_size`), and the scores come back to the input's resolution as above. Training resizes
+  the uint8 image and rounds it, serving resizes the scaled floats, so the two can differ by
+  less than one grey level per pixel.
+
+  Raises:
+    ValueError: for more than 256 classes (the class map is uint8) or an unbuilt model; when
+      the signatures are traced, for logits without `num_classes` channels.
+  """
+
+  def __init__(self, model, num_classes, channels=3, warmup_size=(128, 256), resize_width=0):
+    num_classes = int(num_classes)
+    if not 1 <= num_classes <= 256:
+      raise ValueError(f'a uint8 class map holds 1 to 256 classes, not {num_classes}')
+    if not model.variables:
+      raise ValueError('build the segmentation model (call it once) before serving it')
+    self.num_classes = num_classes
+
+    def respond(images):
+      model_input = images
+      if resize_width:
+        size = pipeline.resized_size(tf.shape(images)[1], tf.shape(images)[2], resize_width)
+        model_input = tf.image.resize(images, size, method='bilinear', antialias=True)
+      logits, _ = model(model_input, training=False)
+      logits = tf.cast(logits, tf.float32)
+      if logits.shape[-1] != num_classes:
+        raise ValueError(f'the model gives {logits.shape[-1]} scores per pixel, not '
+                         f'num_classes={num_classes}')
+      logits = resize_to(logits, tf.shape(images)[1:3])
+      return {'class_map': tf.cast(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.uint8),
+              'probabilities': tf.nn.softmax(logits, axis=-1)}
+
+    super().__init__('segmenter_server', model, respond, (*warmup_size, channels), 1.0,
+                     inputs=size_keeping_inputs(int(channels)))
 
 
 def existing_versions(export_root):

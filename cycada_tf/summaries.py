@@ -5,6 +5,8 @@ confirming that the conversions ... are reasonable ... can serve as a sanity che
 helpers here turn model outputs in [-1, 1] into plain uint8 RGB arrays that can go both to
 TensorBoard and to PNG files next to the checkpoints. A run's settings and final metrics go to
 TensorBoard's HParams dashboard (`write_hparams`), so runs and seeds can be compared side by side.
+For segmentation, label maps become colour pictures (`segmentation_palette`, `colourise`,
+`segmentation_grid`) and per-class IoUs the paper's Table 4 (`iou_table_markdown`).
 """
 
 import os
@@ -42,7 +44,11 @@ def image_grid(rows, padding=PADDING):
   top-left, and `padding` pixels of white surround every cell; rows shorter than the longest
   leave blank cells.
   """
-  rows = [[to_uint8_rgb(image) for image in row] for row in rows]
+  return _layout([[to_uint8_rgb(image) for image in row] for row in rows], padding)
+
+
+def _layout(rows, padding=PADDING):
+  """`image_grid` of cells that already are uint8 [H, W, 3] (colourised label maps, say)."""
   images = [image for row in rows for image in row]
   if not images:
     raise ValueError('image_grid needs at least one image')
@@ -62,6 +68,122 @@ def translation_grid(originals, translated, reconstructed, max_examples=8):
   """One row per example: original | G(original) | F(G(original)), for the first `max_examples`."""
   n = min(len(originals), len(translated), len(reconstructed), max_examples)
   return image_grid([(originals[i], translated[i], reconstructed[i]) for i in range(n)])
+
+
+# Cityscapes' own colours (cityscapesScripts labels.py) for its 19 training classes, in trainId
+# order, so pictures look like every other Cityscapes figure.
+CITYSCAPES_CLASSES = (
+    ('road', (128, 64, 128)), ('sidewalk', (244, 35, 232)), ('building', (70, 70, 70)),
+    ('wall', (102, 102, 156)), ('fence', (190, 153, 153)), ('pole', (153, 153, 153)),
+    ('traffic light', (250, 170, 30)), ('traffic sign', (220, 220, 0)),
+    ('vegetation', (107, 142, 35)), ('terrain', (152, 251, 152)), ('sky', (70, 130, 180)),
+    ('person', (220, 20, 60)), ('rider', (255, 0, 0)), ('car', (0, 0, 142)),
+    ('truck', (0, 0, 70)), ('bus', (0, 60, 100)), ('train', (0, 80, 100)),
+    ('motorcycle', (0, 0, 230)), ('bicycle', (119, 11, 32)),
+)
+_CITYSCAPES_COLOURS = dict(CITYSCAPES_CLASSES)
+_CITYSCAPES_COLOURS['motorbike'] = _CITYSCAPES_COLOURS['motorcycle']  # the paper's Table 4 name
+IGNORE_LABEL = 255
+IGNORE_COLOUR = (0, 0, 0)  # void pixels are black, as in Cityscapes' colour images
+
+
+def _canonical_name(name):
+  """'Traffic_Light' and 'traffic-light' are Cityscapes' 'traffic light'."""
+  return ' '.join(str(name).lower().replace('_', ' ').replace('-', ' ').split())
+
+
+def _separated_colours():
+  """PASCAL VOC's colour map from index 1 on: bit-interleaved, so neighbouring indices differ
+  in every channel's high bits. Index 0 is black, which is the void colour here."""
+  for index in range(1, 1 << 24):
+    r = g = b = 0
+    value = index
+    for shift in range(7, -1, -1):
+      r |= (value & 1) << shift
+      g |= ((value >> 1) & 1) << shift
+      b |= ((value >> 2) & 1) << shift
+      value >>= 3
+    yield r, g, b
+
+
+def segmentation_palette(num_classes, class_names=None):
+  """uint8 [num_classes, 3]: one colour per class, for `colourise`.
+
+  Classes are coloured by name where Cityscapes has the name (so a class keeps its colour in
+  any subset, e.g. an 8-class road/sidewalk/building/... pair), else — or with no names — 19
+  classes get the Cityscapes palette in trainId order. Every other class gets the next colour
+  of `_separated_colours` that is neither black (void) nor already used, so no two classes
+  share a colour.
+
+  Raises:
+    ValueError: if `class_names` is given and does not have one name per class.
+  """
+  if class_names is not None and len(class_names) != num_classes:
+    raise ValueError(f'{num_classes} classes but {len(class_names)} class names')
+  if class_names is None and num_classes == len(CITYSCAPES_CLASSES):
+    class_names = [name for name, _ in CITYSCAPES_CLASSES]
+  names = [_canonical_name(name) for name in class_names or [None] * num_classes]
+  colours = [_CITYSCAPES_COLOURS.get(name) for name in names]
+  used = {colour for colour in colours if colour is not None} | {IGNORE_COLOUR}
+  spare = (colour for colour in _separated_colours() if colour not in used)
+  return np.array([colour or next(spare) for colour in colours], dtype=np.uint8).reshape(-1, 3)
+
+
+def colourise(label_map, palette):
+  """int label map [..., H, W] → uint8 [..., H, W, 3] in `palette`'s colours; 255 is black.
+
+  Raises:
+    ValueError: for a label that is neither a class of the palette nor 255, which would
+      otherwise silently borrow some other class's colour.
+  """
+  label_map = np.asarray(label_map).astype(np.int64)
+  palette = np.asarray(palette, dtype=np.uint8)
+  if palette.shape[0] > IGNORE_LABEL:
+    raise ValueError(f'a palette of {palette.shape[0]} classes overlaps the void label 255')
+  lookup = np.zeros((IGNORE_LABEL + 1, 3), np.uint8)
+  lookup[:palette.shape[0]] = palette
+  lookup[IGNORE_LABEL] = IGNORE_COLOUR
+  bad = ((label_map < 0) | (label_map >= palette.shape[0])) & (label_map != IGNORE_LABEL)
+  if bad.any():
+    raise ValueError(f'label {label_map[bad][0]} is outside [0, {palette.shape[0]}) and not '
+                     f'{IGNORE_LABEL}')
+  return lookup[label_map]
+
+
+def segmentation_grid(images, labels, predictions, palette, max_examples=4):
+  """One row per example: image | ground truth | prediction, uint8 [H', W', 3].
+
+  `images` are the pipeline's floats in [-1, 1] ([N, H, W, C]), `labels` and `predictions`
+  int class maps [N, H, W] (255 in the labels is void, drawn black). Laid out like
+  `translation_grid`, so the two kinds of picture read the same way.
+  """
+  n = min(len(images), len(labels), len(predictions), max_examples)
+  return _layout([(to_uint8_rgb(images[i]), colourise(labels[i], palette),
+                   colourise(predictions[i], palette)) for i in range(n)])
+
+
+MISSING = '—'  # the paper's mark for a number that does not exist
+
+
+def _percent(fraction):
+  return MISSING if fraction is None else f'{100.0 * fraction:.1f}'
+
+
+def iou_table_markdown(rows, class_names):
+  """The paper's Table 4 layout as Markdown: a row per model, a column per class, then mIoU,
+  fwIoU and pixel accuracy, all in % with one decimal.
+
+  `rows` is a list of (model name, {class name: IoU fraction or None}, mIoU, fwIoU, pixel
+  accuracy), i.e. what `metrics.segmentation_metrics` reports; a class a model has no IoU for
+  (absent, or missing from its dict) shows '—', as the paper marks numbers it does not have.
+  """
+  header = ['model', *map(str, class_names), 'mIoU', 'fwIoU', 'Pixel acc.']
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for name, ious, miou, fwiou, pixel_accuracy in rows:
+    cells = [str(name)] + [_percent(ious.get(c)) for c in class_names]
+    cells += [_percent(miou), _percent(fwiou), _percent(pixel_accuracy)]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
 
 
 def _heat_colour(fraction):

@@ -126,6 +126,7 @@ def run_all(ctx):
     results[stage] = _run_stage(stage, ctx)
   if ctx.is_chief:
     summary = results_lib.summarise([results_lib.target_accuracies(ctx.model_dir)])
-    print(f'\n[all] {ctx.pair.name}, seed {ctx.seed}, target test accuracy:\n'
-          f'{results_lib.markdown_table(summary, ctx.pair.name)}', flush=True)
+    score = 'mIoU' if ctx.is_segmentation else 'accuracy'
+    print(f'\n[all] {ctx.pair.name}, seed {ctx.seed}, target test {score}:\n'
+          f'{results_lib.markdown_table(summary, ctx.pair.name, score)}', flush=True)
   return results

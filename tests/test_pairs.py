@@ -14,6 +14,9 @@ def test_registry_matches_the_spec():
       'usps_mnist': ('usps', 'mnist', (28, 28, 1), False),
       'uci_mnist': ('uci_digits', 'mnist_sample', (28, 28, 1), True),
       'mnist_uci': ('mnist_sample', 'uci_digits', (28, 28, 1), True),
+      'gta5_cityscapes': ('gta5', 'cityscapes', (None, None, 3), False),
+      'synthia_fall_winter': ('synthia_fall', 'synthia_winter', (None, None, 3), False),
+      'scenes_synthetic_real': ('scenes_synthetic', 'scenes_real', (None, None, 3), True),
   }
   assert set(pairs.PAIRS) == set(expected)
   for name, (source, target, shape, offline) in expected.items():
@@ -21,12 +24,20 @@ def test_registry_matches_the_spec():
     assert (pair.name, pair.source, pair.target, pair.image_shape, pair.offline) == (
         name, source, target, shape, offline)
     assert pair.config == name and pair.description
+    assert pair.is_segmentation == (shape[0] is None)
 
 
 def test_every_pair_config_module_exists():
   import importlib  # pylint: disable=g-import-not-at-top
   for pair in pairs.PAIRS.values():
     assert importlib.import_module(f'configs.{pair.config}').get_config() is not None
+
+
+def test_custom_segmentation_pair():
+  pair = pairs.resolve_pair(None, source='seg_folder:/data/a', target='scenes_real')
+  assert pair.is_segmentation and pair.config == 'segmentation'
+  with pytest.raises(UserError, match='not both segmentation'):
+    pairs.resolve_pair(None, source='seg_folder:/data/a', target='mnist')
 
 
 def test_custom_pair():

@@ -224,3 +224,73 @@ def test_write_image_logs_one_image(tmp_path):
           for event in tf.compat.v1.train.summary_iterator(events[0])
           for value in event.summary.value]
   assert ('pixel/translations', 3) in tags
+
+
+OFFLINE_CLASSES = ['road', 'sidewalk', 'building', 'sky', 'vegetation', 'car', 'person', 'pole']
+
+
+def test_segmentation_palette_is_cityscapes_for_19_classes():
+  palette = summaries.segmentation_palette(19)
+  assert palette.shape == (19, 3) and palette.dtype == np.uint8
+  np.testing.assert_array_equal(palette[[0, 10, 13, 18]],
+                                [(128, 64, 128), (70, 130, 180), (0, 0, 142), (119, 11, 32)])
+
+
+def test_segmentation_palette_by_name_keeps_cityscapes_colours():
+  palette = summaries.segmentation_palette(8, OFFLINE_CLASSES)
+  np.testing.assert_array_equal(palette, [(128, 64, 128), (244, 35, 232), (70, 70, 70),
+                                          (70, 130, 180), (107, 142, 35), (0, 0, 142),
+                                          (220, 20, 60), (153, 153, 153)])
+  # Spelling variants are the same class; unknown names get colours of their own.
+  mixed = summaries.segmentation_palette(3, ['Traffic_Light', 'lane marking', 'motorbike'])
+  np.testing.assert_array_equal(mixed[[0, 2]], [(250, 170, 30), (0, 0, 230)])
+  with pytest.raises(ValueError, match='class names'):
+    summaries.segmentation_palette(3, OFFLINE_CLASSES)
+
+
+@pytest.mark.parametrize('num_classes', [2, 13, 40])
+def test_segmentation_palette_colours_are_distinct_and_not_void(num_classes):
+  palette = summaries.segmentation_palette(num_classes)
+  assert palette.shape == (num_classes, 3) and palette.dtype == np.uint8
+  colours = {tuple(colour) for colour in palette.tolist()}
+  assert len(colours) == num_classes and (0, 0, 0) not in colours
+
+
+def test_colourise_paints_classes_and_void_black():
+  palette = summaries.segmentation_palette(8, OFFLINE_CLASSES)
+  labels = np.array([[[0, 5], [255, 3]]])
+  image = summaries.colourise(labels, palette)
+  assert image.shape == (1, 2, 2, 3) and image.dtype == np.uint8
+  np.testing.assert_array_equal(image[0], [[(128, 64, 128), (0, 0, 142)],
+                                           [(0, 0, 0), (70, 130, 180)]])
+  with pytest.raises(ValueError, match='label 8'):
+    summaries.colourise([[8]], palette)
+
+
+def test_segmentation_grid_rows_are_image_truth_prediction():
+  images = _ramp(3, 4, 6, 3)
+  labels = np.zeros((3, 4, 6), np.int64)
+  labels[:, 0] = 255
+  predictions = np.ones((3, 4, 6), np.int64)
+  palette = summaries.segmentation_palette(8, OFFLINE_CLASSES)
+  grid = summaries.segmentation_grid(images, labels, predictions, palette, max_examples=2)
+  assert grid.shape == (2 * (4 + 2) + 2, 3 * (6 + 2) + 2, 3) and grid.dtype == np.uint8
+  # Row 1 starts at y = 8: the image at x = 2, the ground truth at 10, the prediction at 18.
+  np.testing.assert_array_equal(grid[8:12, 2:8], summaries.to_uint8_rgb(images[1]))
+  np.testing.assert_array_equal(grid[8, 10:16], np.zeros((6, 3)))  # void row: black
+  np.testing.assert_array_equal(grid[9:12, 10:16], np.broadcast_to(palette[0], (3, 6, 3)))
+  np.testing.assert_array_equal(grid[8:12, 18:24], np.broadcast_to(palette[1], (4, 6, 3)))
+
+
+def test_iou_table_markdown_has_table_4_layout():
+  table = summaries.iou_table_markdown(
+      [('source only', {'road': 0.26, 'sky': 0.47, 'car': None}, 0.179, 0.4194, 0.54),
+       ('CyCADA pixel+feat', {'road': 0.852, 'sky': 0.6066, 'car': 0.769}, 0.354, 0.738,
+        0.836)],
+      ['road', 'sky', 'car'])
+  assert table == '\n'.join([
+      '| model | road | sky | car | mIoU | fwIoU | Pixel acc. |',
+      '|---|---|---|---|---|---|---|',
+      '| source only | 26.0 | 47.0 | — | 17.9 | 41.9 | 54.0 |',
+      '| CyCADA pixel+feat | 85.2 | 60.7 | 76.9 | 35.4 | 73.8 | 83.6 |',
+  ])

@@ -93,13 +93,18 @@ def synthetic_dataset_fn(example, global_batch_size):
   return dataset_fn
 
 
-def synthetic_batch(image_shape, batch_size, num_classes, paired, seed=0):
-  """Random images in [-1, 1] and labels: (images, labels), or ((xs, ys), (xt, yt)) if paired."""
+def synthetic_batch(image_shape, batch_size, num_classes, paired, seed=0, per_pixel=False):
+  """Random images in [-1, 1] and labels: (images, labels), or ((xs, ys), (xt, yt)) if paired.
+
+  `per_pixel`: uint8 label maps [B, H, W] (segmentation) instead of one int64 label per image.
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
 
   def one():
     images = rng.uniform(-1.0, 1.0, (batch_size,) + tuple(image_shape)).astype(np.float32)
+    if per_pixel:
+      return images, rng.integers(0, num_classes, images.shape[:3]).astype(np.uint8)
     return images, rng.integers(0, num_classes, batch_size).astype(np.int64)
 
   return (one(), one()) if paired else one()
@@ -161,8 +166,11 @@ def prepare_step(ctx, stage_name, train_config, counts, warmup, examples_per_epo
 
   batch_size = int(ctx.config[stage_name].batch_size)
   stage = build_stage(ctx, stage_name, examples_per_epoch or 100 * batch_size)
-  example = synthetic_batch(ctx.image_shape, batch_size, ctx.config.model.num_classes,
-                            paired=stage_name in ('pixel', 'feature'), seed=ctx.seed)
+  from cycada_tf.stages import pixel  # pylint: disable=g-import-not-at-top
+  image_shape = pixel.stage_image_shape(ctx) if stage_name == 'pixel' else ctx.image_shape
+  example = synthetic_batch(image_shape, batch_size, ctx.config.model.num_classes,
+                            paired=stage_name in ('pixel', 'feature'), seed=ctx.seed,
+                            per_pixel=ctx.is_segmentation)
   stage = dataclasses.replace(stage, dataset_fn=synthetic_dataset_fn(example, batch_size))
   run_steps = trainer.make_run_steps(stage, ctx.strategy, train_config)
   iterator = trainer.epoch_iterator(stage, ctx.strategy, epoch=0)

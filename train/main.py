@@ -127,7 +127,7 @@ def build_context(training_run=True):
     preflight.check_model_dir(model_dir, create=False)  # created once the chief is known
     # A later command on this model_dir continues with the settings it was trained with.
     saved_shape = preflight.restore_settings(config, pair, model_dir, explicit)
-  if pair.name.startswith('custom:'):
+  if pair.name.startswith('custom:') and not pair.is_segmentation:
     shape_given = {'data.image_size', 'data.channels'} & explicit
     shape = saved_shape if saved_shape and not shape_given else custom_image_shape(config)
     pair = pairs.resolve_pair(dataset, FLAGS.source, FLAGS.target, image_shape=shape)

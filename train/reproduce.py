@@ -59,13 +59,16 @@ def main(argv):
     runs.append(results_lib.target_accuracies(seed_dir))
 
   summary = results_lib.summarise(runs)
-  table = results_lib.markdown_table(summary, FLAGS.dataset)
+  from cycada_tf.data import pairs  # pylint: disable=g-import-not-at-top
+  pair = pairs.PAIRS.get(FLAGS.dataset)
+  score = 'mIoU' if pair is not None and pair.is_segmentation else 'accuracy'
+  table = results_lib.markdown_table(summary, FLAGS.dataset, score)
   command = ' '.join(['python -m train.reproduce'] + sys.argv[1:])
   with open(os.path.join(root, 'results.json'), 'w') as f:
     json.dump({'dataset': FLAGS.dataset, 'seeds': FLAGS.seeds, 'command': command,
                'summary': summary, 'runs': runs}, f, indent=2)
   with open(os.path.join(root, 'results.md'), 'w') as f:
-    f.write(f'# {FLAGS.dataset}: target test accuracy over {len(runs)} seeds\n\n'
+    f.write(f'# {FLAGS.dataset}: target test {score} over {len(runs)} seeds\n\n'
             f'Command: `{command}`\n\n{table}\n')
   print(table)
 

@@ -1,7 +1,11 @@
-"""Source → target pairs: the paper's digit benchmarks, the offline pairs, and custom ones.
+"""Source → target pairs: the paper's digit and segmentation benchmarks, the offline pairs, and
+custom ones.
 
-A pair fixes what both domains are resized to and which config file holds its defaults, so
-`--dataset=svhn_mnist` alone is a complete experiment and `--source/--target` covers anything else.
+A pair fixes its task family (classification or segmentation), what both domains are resized to
+and which config file holds its defaults, so `--dataset=svhn_mnist` alone is a complete
+experiment and `--source/--target` covers anything else. Segmentation pairs have no fixed image
+shape: their networks are fully convolutional, training reads random crops of
+`config.data.crop_size` and evaluation whole images (`cycada_tf.data.pipeline`).
 """
 
 import dataclasses
@@ -10,6 +14,10 @@ from cycada_tf.data import domains
 from cycada_tf.errors import UserError
 
 _LENET_SHAPE = (28, 28, 1)
+# Segmentation pairs: any height and width, colour.
+SEGMENTATION_SHAPE = (None, None, 3)
+CLASSIFICATION = 'classification'
+SEGMENTATION = 'segmentation'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,16 +26,21 @@ class Pair:
   name: str
   source: str
   target: str
-  image_shape: tuple  # (H, W, C) after preprocessing, for both domains.
+  image_shape: tuple  # (H, W, C) after preprocessing, for both domains; H, W None: any size.
   config: str         # Module in configs/ with this pair's defaults.
   offline: bool       # True if neither domain needs a download.
   description: str
+  task: str = CLASSIFICATION  # classification (a label per image) | segmentation (per pixel)
+
+  @property
+  def is_segmentation(self):
+    return self.task == SEGMENTATION
 
 
-def _pair(name, source, target, image_shape, description):
+def _pair(name, source, target, image_shape, description, task=CLASSIFICATION):
   return Pair(name=name, source=source, target=target, image_shape=image_shape, config=name,
               offline=domains.is_offline(source) and domains.is_offline(target),
-              description=description)
+              description=description, task=task)
 
 
 PAIRS = {
@@ -42,6 +55,14 @@ PAIRS = {
               'UCI digits -> MNIST sample (offline): UCI 8x8 resized to 20x20, padded to 28x28.'),
         _pair('mnist_uci', 'mnist_sample', 'uci_digits', _LENET_SHAPE,
               'MNIST sample -> UCI digits (offline): UCI 8x8 resized to 20x20, padded to 28x28.'),
+        _pair('gta5_cityscapes', 'gta5', 'cityscapes', SEGMENTATION_SHAPE,
+              'GTA5 -> Cityscapes (paper): 19 classes, evaluated on Cityscapes val.',
+              SEGMENTATION),
+        _pair('synthia_fall_winter', 'synthia_fall', 'synthia_winter', SEGMENTATION_SHAPE,
+              'SYNTHIA-SEQS fall -> winter (paper): 13 classes, front views.', SEGMENTATION),
+        _pair('scenes_synthetic_real', 'scenes_synthetic', 'scenes_real', SEGMENTATION_SHAPE,
+              'Generated street scenes, flat colours -> textured, noisy, blurred (offline): '
+              '8 classes, 64x128.', SEGMENTATION),
     )
 }
 
@@ -65,6 +86,17 @@ def resolve_pair(dataset, source=None, target=None, image_shape=None):
                     f'{", ".join(PAIRS)}) or both --source=SPEC and --target=SPEC.')
   domains.validate_spec(source)
   domains.validate_spec(target)
+  segmentation = [domains.is_segmentation(spec) for spec in (source, target)]
+  if any(segmentation):
+    if not all(segmentation):
+      raise UserError(f'{source} and {target} are not both segmentation domains (or both '
+                      'classification domains). Fix: pair seg_folder:PATH with another '
+                      'segmentation domain.')
+    return Pair(name=f'custom:{source}__{target}', source=source, target=target,
+                image_shape=SEGMENTATION_SHAPE, config='segmentation',
+                offline=domains.is_offline(source) and domains.is_offline(target),
+                description=f'custom segmentation pair {source} -> {target}',
+                task=SEGMENTATION)
   shape = check_image_shape(image_shape)
   return Pair(name=f'custom:{source}__{target}', source=source, target=target,
               image_shape=shape, config='base',

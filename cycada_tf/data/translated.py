@@ -7,7 +7,9 @@ image per epoch, both stages see identical inputs, and users can inspect the res
 directory is then an ordinary domain, `translated:DIR`, for every pipeline function.
 
 Layout: `DIR/<split>.tfrecord` and `DIR/info.json`; info.json is written last, atomically, so a
-directory without it is an interrupted translation and is redone. info.json also records what
+directory without it is an interrupted translation and is redone. Segmentation translations
+(`task='segmentation'`) store each example's label map and both shapes, since whole images of a
+real pair differ in size; the labels stay at the resolution they came in. info.json also records what
 produced the images (`produced_by`, e.g. the generator's checkpoint), so a translation by a
 generator that has since been retrained is redone rather than reused.
 """
@@ -40,13 +42,33 @@ def is_complete(directory, produced_by=None):
     return json.load(f).get('produced_by') == produced_by
 
 
-def write(directory, translate, datasets, num_classes, class_names, produced_by=None):
+def _bytes_feature(array):
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[array.tobytes()]))
+
+
+def _ints_feature(values):
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def _example(image, label, segmentation):
+  if not segmentation:
+    features = {'image': _bytes_feature(image), 'label': _ints_feature([label])}
+  else:
+    features = {'image': _bytes_feature(image), 'image_shape': _ints_feature(image.shape),
+                'label': _bytes_feature(label.astype(np.uint8)),
+                'label_shape': _ints_feature(label.shape)}
+  return tf.train.Example(features=tf.train.Features(feature=features))
+
+
+def write(directory, translate, datasets, num_classes, class_names, produced_by=None,
+          task='classification'):
   """Writes `translate(images)` for each split's (images in [-1, 1], labels) batches.
 
   `datasets` maps split name → dataset of float batches; `translate` maps a float batch to a
-  float batch in [-1, 1]; `produced_by` (JSON) names the translator for `is_complete`. Returns
-  the info dict written to info.json.
+  float batch in [-1, 1]; `produced_by` (JSON) names the translator for `is_complete`; `task`
+  'segmentation' stores uint8 label maps. Returns the info dict written to info.json.
   """
+  segmentation = task == 'segmentation'
   os.makedirs(directory, exist_ok=True)
   # A previous translation's info.json would vouch for the half-rewritten splits: drop it first.
   info_path = os.path.join(directory, INFO_FILE)
@@ -61,16 +83,14 @@ def write(directory, translate, datasets, num_classes, class_names, produced_by=
         translated = to_uint8(translate(images)).numpy()
         shape = list(translated.shape[1:])
         for image, label in zip(translated, labels.numpy()):
-          example = tf.train.Example(features=tf.train.Features(feature={
-              'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-              'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-          }))
-          writer.write(example.SerializeToString())
+          writer.write(_example(image, label, segmentation).SerializeToString())
           count += 1
     os.replace(path + '.tmp', path)
     counts[split] = count
   info = {'num_examples': counts, 'num_classes': int(num_classes),
           'class_names': list(class_names), 'image_shape': shape, 'produced_by': produced_by}
+  if segmentation:
+    info.update(task=task, image_shape=None)  # one shape per example
   tmp = info_path + '.tmp'
   with open(tmp, 'w') as f:
     json.dump(info, f, indent=2)
@@ -87,19 +107,32 @@ def read_info(directory):
 
 
 def load(directory, split):
-  """Unbatched (uint8 image [H, W, C], int64 label) pairs in the order they were written."""
+  """Unbatched (uint8 image [H, W, C], int64 label) pairs in the order they were written;
+  segmentation: (uint8 image, uint8 label map [H, W])."""
   info = read_info(directory)
   if split not in info['num_examples']:
     raise UserError(f'translated domain {directory} has no {split!r} split; it has '
                     f'{", ".join(sorted(info["num_examples"]))}.')
-  shape = info['image_shape']
-  features = {'image': tf.io.FixedLenFeature([], tf.string),
-              'label': tf.io.FixedLenFeature([], tf.int64)}
+  if info.get('task') == 'segmentation':
+    features = {'image': tf.io.FixedLenFeature([], tf.string),
+                'image_shape': tf.io.FixedLenFeature([3], tf.int64),
+                'label': tf.io.FixedLenFeature([], tf.string),
+                'label_shape': tf.io.FixedLenFeature([2], tf.int64)}
 
-  def parse(record):
-    parsed = tf.io.parse_single_example(record, features)
-    image = tf.reshape(tf.io.decode_raw(parsed['image'], tf.uint8), shape)
-    return image, parsed['label']
+    def parse(record):
+      parsed = tf.io.parse_single_example(record, features)
+      image = tf.reshape(tf.io.decode_raw(parsed['image'], tf.uint8), parsed['image_shape'])
+      label = tf.reshape(tf.io.decode_raw(parsed['label'], tf.uint8), parsed['label_shape'])
+      return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(label, [None, None])
+  else:
+    shape = info['image_shape']
+    features = {'image': tf.io.FixedLenFeature([], tf.string),
+                'label': tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(record):
+      parsed = tf.io.parse_single_example(record, features)
+      image = tf.reshape(tf.io.decode_raw(parsed['image'], tf.uint8), shape)
+      return image, parsed['label']
 
   return tf.data.TFRecordDataset(os.path.join(directory, f'{split}.tfrecord')).map(
       parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -110,5 +143,5 @@ def read_all(directory, split):
   images, labels = [], []
   for image, label in load(directory, split):
     images.append(image.numpy())
-    labels.append(int(label))
+    labels.append(label.numpy())
   return np.stack(images), np.array(labels)

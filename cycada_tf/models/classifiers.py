@@ -22,12 +22,17 @@ pure rounding noise, which Adam normalises into steps of about ±learning_rate (
 as in ResNets, is no bias before batch norm).
 """
 
+import inspect
+
 import keras
 from keras import layers
 
+from cycada_tf import errors
 from cycada_tf.models import registry
 from cycada_tf.models.layers import GlobalBatchDropout
 from cycada_tf.models.layers import GlobalBatchSpatialDropout2D
+from cycada_tf.models.segmentation import DRN26
+from cycada_tf.models.segmentation import FCN8s
 
 # PyTorch's BatchNorm defaults (momentum 0.1 of the *new* statistic, eps 1e-5), as the release used.
 _BN_MOMENTUM = 0.9
@@ -116,14 +121,35 @@ def _batch_norm(name):
                                    synchronized=True, name=name)
 
 
-CLASSIFIERS = {'lenet': LeNet, 'dtn': DTN}
+DIGIT_CLASSIFIERS = {'lenet': LeNet, 'dtn': DTN}
+# Per-pixel task nets (`cycada_tf.models.segmentation`), same (logits, features) interface.
+SEGMENTATION_CLASSIFIERS = {'fcn8s': FCN8s, 'drn26': DRN26}
+CLASSIFIERS = {**DIGIT_CLASSIFIERS, **SEGMENTATION_CLASSIFIERS}
 
 
-def build_classifier(name, num_classes=10):
-  """The task network called `name` in configs ('lenet' | 'dtn'), variables not yet created.
+def build_classifier(name, num_classes=10, **options):
+  """The task network called `name` in configs, variables not yet created.
+
+  Args:
+    name: 'lenet' | 'dtn' (digits) or 'fcn8s' | 'drn26' (segmentation).
+    num_classes: number of classes.
+    **options: that network's own constructor options, e.g. `backbone_weights` and
+      `fc_channels` for fcn8s, `width` for drn26 (the digit nets have none).
 
   Raises:
-    errors.UserError: for an unknown name, listing the valid ones.
+    errors.UserError: for an unknown name, listing the valid ones per family, or an option the
+      network does not take.
   """
+  if name not in CLASSIFIERS:
+    # Per family, so a digit config's error lists the digit nets together.
+    raise errors.UserError(
+        f'unknown classifier {name!r}; choose one of {sorted(DIGIT_CLASSIFIERS)} (digits) or '
+        f'{sorted(SEGMENTATION_CLASSIFIERS)} (segmentation) (config.model.classifier)')
   network = registry.lookup(CLASSIFIERS, name, 'classifier', 'config.model.classifier')
-  return network(num_classes=num_classes, name=name)
+  valid = [p for p in inspect.signature(network.__init__).parameters
+           if p not in ('self', 'num_classes', 'kwargs')]
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise errors.UserError(f'classifier {name!r} takes no option {", ".join(unknown)}; '
+                           f'its options: {valid or "none"}')
+  return network(num_classes=num_classes, name=name, **options)

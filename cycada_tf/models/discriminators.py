@@ -7,7 +7,8 @@ In the image discriminators a convolution followed by instance norm has no bias 
 each channel's mean, so a bias would change nothing and only collect rounding noise as its
 gradient); the first convolution and the score convolution, with no norm after them, keep theirs.
 D_feat's optional dropout is `GlobalBatchDropout` (`cycada_tf.models.layers`: masks independent
-of the replica count).
+of the replica count); the segmentation D_feat's is its channel-wise variant,
+`GlobalBatchSpatialDropout2D` (see `ScoreMapFeatureDiscriminator`).
 """
 
 import keras
@@ -20,6 +21,7 @@ from cycada_tf.models.generators import FastBackwardConv2D
 from cycada_tf.models.generators import instance_norm
 from cycada_tf.models.generators import kernel_initializer
 from cycada_tf.models.layers import GlobalBatchDropout
+from cycada_tf.models.layers import GlobalBatchSpatialDropout2D
 
 _LEAK = 0.2
 
@@ -66,6 +68,45 @@ class FeatureDiscriminator(keras.Model):
   def call(self, x, training=False):
     for dense, dropout in zip(self.hidden_layers, self.dropouts):
       x = keras.ops.relu(dense(x))
+      if dropout is not None:
+        x = dropout(x, training=training)
+    return keras.ops.cast(self.scores(x), 'float32')  # float32 losses (precision.py)
+
+
+class ScoreMapFeatureDiscriminator(keras.Model):
+  """The segmentation D_feat (SPEC §4; the release's `fcn8s.Discriminator`) on score maps.
+
+  1×1 convs num_classes → 512 → 256 → 2 with ReLU and dropout 0.5 after each hidden one: raw
+  logits [B, h, w, 2] float32, one source / target decision per position (output 1 is "source",
+  as `FeatureDiscriminator`), which `losses.feature_discriminator_loss` and
+  `losses.discriminator_accuracy` average over positions.
+
+  Dropout is `GlobalBatchSpatialDropout2D`, which drops whole channels of each map: the release
+  uses `nn.Dropout2d` on its [B, C, H, W] maps, which does exactly that (elementwise dropout
+  would instead draw a mask per position). It also draws one random number per channel and
+  image instead of one per pixel, which on full-resolution score maps is most of a dropout's
+  cost. Dropout before or after the ReLU is the same function (the mask and its positive scale
+  commute with it); it is applied after, as in `FeatureDiscriminator`.
+
+  Args:
+    hidden: widths of the hidden 1×1 convs.
+    num_outputs: score channels (2: target, source).
+    dropout: rate after each hidden layer; 0 for none.
+  """
+
+  def __init__(self, hidden=(512, 256), num_outputs=2, dropout=0.5, **kwargs):
+    super().__init__(**kwargs)
+    widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    # Tuples, not lists: tf.train.Checkpoint does not see layers in Keras 3's list wrappers.
+    self.hidden_layers = tuple(layers.Conv2D(width, 1, activation='relu', name=f'conv{i + 1}')
+                               for i, width in enumerate(widths))
+    self.dropouts = tuple(GlobalBatchSpatialDropout2D(dropout, name=f'dropout{i + 1}')
+                          if dropout > 0 else None for i in range(len(widths)))
+    self.scores = layers.Conv2D(num_outputs, 1, name='scores')
+
+  def call(self, x, training=False):
+    for conv, dropout in zip(self.hidden_layers, self.dropouts):
+      x = conv(x)
       if dropout is not None:
         x = dropout(x, training=training)
     return keras.ops.cast(self.scores(x), 'float32')  # float32 losses (precision.py)
@@ -167,3 +208,10 @@ def build_feature_discriminator(hidden=500, num_outputs=2, dropout=0.0):
   """D_feat with the digit defaults (500 → 500 → 2); its input width is set by the first call."""
   return FeatureDiscriminator(hidden=hidden, num_outputs=num_outputs, dropout=dropout,
                               name='feature_discriminator')
+
+
+def build_score_map_discriminator(hidden=(512, 256), num_outputs=2, dropout=0.5):
+  """The segmentation D_feat (1×1 convs → 512 → 256 → 2, dropout 0.5); its input channels are
+  set by the first call on [B, h, w, num_classes] score maps."""
+  return ScoreMapFeatureDiscriminator(hidden=hidden, num_outputs=num_outputs, dropout=dropout,
+                                      name='feature_discriminator')

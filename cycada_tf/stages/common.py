@@ -3,7 +3,14 @@
 One place decides each of these so that stages stay short: the stage directory layout
 (`<model_dir>/<stage>/` with `checkpoints/`, TensorBoard events and `metrics.json`), the
 prerequisite check that names the stage to run first, variable creation before the first
-compiled step, and evaluation of a classifier on a domain's test split.
+compiled step, and evaluation of a task network on a domain's test split.
+
+Both task families go through the same functions. A classifier and a segmentation network are
+both called as `net(images, training=...)` → (logits, features); a segmentation net's logits
+are per-pixel score maps. What differs is decided here once: the input shape (a random crop of
+`data.crop_size` for segmentation), the score a stage reports (`ctx.score_name`: accuracy, or
+mIoU from the same confusion matrix), and how predictions meet labels (segmentation scores are
+resized to the labels' full resolution before the argmax).
 """
 
 import dataclasses
@@ -51,8 +58,24 @@ class Context:
       self.strategy = tf.distribute.get_strategy()
 
   @property
+  def is_segmentation(self):
+    return self.pair.is_segmentation
+
+  @property
   def image_shape(self):
+    """The networks' input: the pair's shape, or for segmentation the training crop."""
+    if self.is_segmentation:
+      return crop_shape(self.config)
     return tuple(self.pair.image_shape)
+
+  @property
+  def score_name(self):
+    """What a stage reports per split: `accuracy`, or `miou` for segmentation."""
+    return 'miou' if self.is_segmentation else 'accuracy'
+
+  def score_key(self, prefix):
+    """The metrics.json key of the score for `prefix`, e.g. 'target_test' → 'target_test_miou'."""
+    return f'{prefix}_{self.score_name}'
 
   @property
   def seed(self):
@@ -112,25 +135,67 @@ def paired_train_size(ctx, source_spec, epoch_length):
   return min(sizes) if epoch_length == 'shorter' else max(sizes)
 
 
-def paired_dataset_fn(ctx, source_spec, batch_size):
+def crop_shape(config, section=None):
+  """A segmentation stage's training input (crop_h, crop_w, 3): the section's `crop_size` if it
+  has one (the pixel stage's 400x400), else `data.crop_size`."""
+  size = (section.get('crop_size') if section is not None else None) or config.data.crop_size
+  return (int(size[0]), int(size[1]), int(config.data.get('channels', 3)))
+
+
+def data_options(ctx):
+  """The pipeline settings every stage reads the same way (cache, shuffle buffer, resize)."""
+  data = ctx.config.data
+  options = dict(data_dir=ctx.data_dir, cache=data.cache, shuffle_buffer=data.shuffle_buffer)
+  if ctx.is_segmentation:
+    options.update(resize_width=int(data.get('resize_width', 0)), flip=bool(data.flip))
+  return options
+
+
+def paired_dataset_fn(ctx, source_spec, batch_size, image_shape=None):
   """The `dataset_fn(input_context, epoch)` of a two-domain stage: (source, target) batches."""
   examples_memo = {}  # each shard is preprocessed once; later epochs reshuffle the cache
+  image_shape = image_shape or ctx.image_shape
 
   def dataset_fn(input_context, epoch):
     return pipeline.paired_dataset(
-        source_spec, ctx.pair.target, 'train', ctx.image_shape, batch_size=batch_size,
-        data_dir=ctx.data_dir, seed=epoch_seed(ctx.seed, epoch), input_context=input_context,
-        cache=ctx.config.data.cache, shuffle_buffer=ctx.config.data.shuffle_buffer,
-        memo=examples_memo)
+        source_spec, ctx.pair.target, 'train', image_shape, batch_size=batch_size,
+        seed=epoch_seed(ctx.seed, epoch), input_context=input_context, memo=examples_memo,
+        **data_options(ctx))
 
   return dataset_fn
 
 
-def adam(section, learning_rate=None):
-  """The Adam optimizer a config section describes (learning_rate, beta_1, beta_2)."""
-  return keras.optimizers.Adam(
-      learning_rate=section.learning_rate if learning_rate is None else learning_rate,
-      beta_1=section.get('beta_1', 0.9), beta_2=section.get('beta_2', 0.999))
+OPTIMIZERS = ('adam', 'sgd')
+
+
+def optimizer(section, learning_rate=None):
+  """The optimizer a config section describes: `optimizer` adam (default; learning_rate,
+  beta_1, beta_2) or sgd (learning_rate, momentum, weight_decay: the segmentation release's).
+
+  Keras' `weight_decay` is decoupled (w ← w − lr·wd·w after the step), where PyTorch's SGD adds
+  wd·w to the gradient before momentum; docs/deviations.md lists it.
+  """
+  learning_rate = section.learning_rate if learning_rate is None else learning_rate
+  kind = section.get('optimizer', 'adam')
+  if kind == 'adam':
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=section.get('beta_1', 0.9),
+                                 beta_2=section.get('beta_2', 0.999))
+  if kind == 'sgd':
+    return keras.optimizers.SGD(learning_rate=learning_rate,
+                                momentum=float(section.get('momentum', 0.0)),
+                                weight_decay=float(section.get('weight_decay', 0.0)) or None)
+  raise UserError(f'optimizer={kind!r} in the config; valid: {", ".join(OPTIMIZERS)}.')
+
+
+def stage_length(section, steps_per_epoch, max_steps=0):
+  """(epochs, max_steps) of a stage: the section's `iterations` (> 0) end it after that many
+  steps, as the release counts them, within the run-wide `max_steps` (tests, benches)."""
+  epochs = int(section.epochs)
+  iterations = int(section.get('iterations', 0) or 0)
+  if iterations > 0:
+    epochs = -(-iterations // steps_per_epoch)
+    max_steps = min(iterations, max_steps) if max_steps else iterations
+  return epochs, int(max_steps)
 
 
 def build_network(network, input_shape):
@@ -140,10 +205,19 @@ def build_network(network, input_shape):
 
 
 def new_classifier(ctx):
-  """A fresh task network for this pair (LeNet or DTN, by config), variables created."""
-  return build_network(
-      models.build_classifier(ctx.config.model.classifier, ctx.config.model.num_classes),
-      ctx.image_shape)
+  """A fresh task network for this pair (LeNet, DTN, DRN-26 or FCN8s, by config), variables
+  created."""
+  model = ctx.config.model
+  options = {}
+  if ctx.is_segmentation:
+    name = model.classifier
+    options = ({'backbone_weights': model.get('backbone_weights', 'imagenet')}
+               if name == 'fcn8s' else {'width': float(model.get('width', 1.0))})
+    if name == 'fcn8s' and options['backbone_weights'] == 'random' and ctx.is_chief:
+      print('[model] fcn8s: VGG16 backbone randomly initialised '
+            '(config model.backbone_weights=random)', flush=True)
+  return build_network(models.build_classifier(model.classifier, model.num_classes, **options),
+                       ctx.image_shape)
 
 
 def build_optimizer(optimizer, network):
@@ -160,22 +234,34 @@ def load_classifier(ctx, stage_name, needed_by):
   return classifier
 
 
+def eval_dataset(ctx, domain_spec, split='test', batch_size=None, memo=None):
+  """A split in order, unshuffled: whole (resized) images, segmentation labels at full size."""
+  return pipeline.domain_dataset(
+      domain_spec, split, ctx.image_shape,
+      batch_size=int(batch_size or ctx.config.eval.batch_size), shuffle=False, repeat=False,
+      drop_remainder=False, memo=memo, crops=False, **data_options(ctx))
+
+
 def confusion_matrix(ctx, classifier, domain_spec, split='test', memo=None):
   """The confusion matrix of `classifier` on one domain split (whole split, in order).
 
   `classifier` is anything called as `classifier(images, training=False)` → (logits, ...).
+  Segmentation counts every labelled pixel at the label's resolution (255 is skipped).
   `memo` (a dict kept by the caller, see `pipeline.domain_examples`) keeps the preprocessed
   split for the next call, for callers that evaluate repeatedly.
   """
-  dataset = pipeline.domain_dataset(
-      domain_spec, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
-      data_dir=ctx.data_dir, shuffle=False, repeat=False, drop_remainder=False,
-      cache=ctx.config.data.cache, memo=memo)
   predict = _predictor(ctx, classifier)
   matrix = metrics_lib.ConfusionMatrix(ctx.config.model.num_classes)
-  for images, labels in dataset:
-    matrix.update(labels.numpy(), predict(images).numpy())
+  for images, labels in eval_dataset(ctx, domain_spec, split, memo=memo):
+    matrix.update(labels.numpy(), predict(images, tf.shape(labels)[1:3]).numpy())
   return matrix.matrix
+
+
+def predicted_classes(logits, label_size=None):
+  """argmax over classes; score maps are first resized (bilinearly) to the labels' size."""
+  if logits.shape.rank == 4 and label_size is not None:
+    logits = tf.image.resize(logits, label_size, method='bilinear')
+  return tf.argmax(logits, axis=-1)
 
 
 def _predictor(ctx, classifier):
@@ -184,14 +270,28 @@ def _predictor(ctx, classifier):
   key = id(classifier)
   if key not in ctx.predictors:
     @tf.function(reduce_retracing=True)
-    def predict(images):
+    def predict(images, label_size):
       logits, _ = classifier(images, training=False)
-      return tf.argmax(logits, axis=-1)
+      return predicted_classes(logits, label_size)
     ctx.predictors[key] = (classifier, predict)  # the classifier is kept, so ids stay unique
   return ctx.predictors[key][1]
 
 
+def score(ctx, matrix):
+  """The family's headline number from one confusion matrix: accuracy, or mIoU."""
+  if ctx.is_segmentation:
+    return float(metrics_lib.mean_iou(matrix))
+  return float(metrics_lib.accuracy(matrix))
+
+
+def score_on(ctx, classifier, domain_spec, split='test', memo=None):
+  """`classifier`'s score (`ctx.score_name`) on one domain split."""
+  return score(ctx, confusion_matrix(ctx, classifier, domain_spec, split, memo=memo))
+
+
 def accuracy_on(ctx, classifier, domain_spec, split='test'):
+  """Kept for callers that want the accuracy whatever the family (pixel accuracy for
+  segmentation)."""
   return float(metrics_lib.accuracy(confusion_matrix(ctx, classifier, domain_spec, split)))
 
 
@@ -210,7 +310,11 @@ def fit(ctx, stage):
 
 
 def classifier_step(classifier, optimizer, global_batch_size):
-  """The per-replica supervised step: cross-entropy on (images, labels), one Adam update."""
+  """The per-replica supervised step: cross-entropy on (images, labels), one optimizer update.
+
+  The accuracy it reports is per example (for segmentation: the fraction of labelled pixels
+  right), averaged over the global batch like the loss.
+  """
 
   def replica_step(batch):
     images, labels = batch
@@ -219,8 +323,9 @@ def classifier_step(classifier, optimizer, global_batch_size):
       loss = losses.average(losses.task_loss(labels, logits), global_batch_size)
     variables = classifier.trainable_variables
     optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1), labels), tf.float32)
-    return {'loss': loss, 'accuracy': tf.reduce_sum(correct) / global_batch_size}
+    return {'loss': loss,
+            'accuracy': tf.reduce_sum(losses.correct_fraction(labels, logits)) /
+                        global_batch_size}
 
   return replica_step
 
@@ -239,25 +344,24 @@ def supervised_stage(ctx, stage_name, domain_spec, classifier, num_train=None):
   if num_train is None:
     num_train = domains.domain_info(domain_spec, ctx.data_dir).num_examples['train']
   with ctx.strategy.scope():
-    optimizer = build_optimizer(adam(section), classifier)
+    stage_optimizer = build_optimizer(optimizer(section), classifier)
 
   examples_memo = {}  # each shard is preprocessed once; later epochs reshuffle the cache
 
   def dataset_fn(input_context, epoch):
     return pipeline.domain_dataset(
-        domain_spec, 'train', ctx.image_shape, batch_size=batch_size, data_dir=ctx.data_dir,
-        shuffle=True, seed=epoch_seed(ctx.seed, epoch), drop_remainder=True,
-        input_context=input_context, cache=ctx.config.data.cache,
-        shuffle_buffer=ctx.config.data.shuffle_buffer, memo=examples_memo)
+        domain_spec, 'train', ctx.image_shape, batch_size=batch_size, shuffle=True,
+        seed=epoch_seed(ctx.seed, epoch), drop_remainder=True, input_context=input_context,
+        memo=examples_memo, **data_options(ctx))
 
   steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
-  epochs, max_steps = int(section.epochs), int(ctx.config.max_steps)
+  epochs, max_steps = stage_length(section, steps_per_epoch, int(ctx.config.max_steps))
   total_steps = min(steps_per_epoch * epochs, max_steps) if max_steps else steps_per_epoch * epochs
   return trainer.Stage(
       name=stage_name,
       models={'classifier': classifier},
-      optimizers={'classifier': optimizer},
-      replica_step=classifier_step(classifier, optimizer, batch_size),
+      optimizers={'classifier': stage_optimizer},
+      replica_step=classifier_step(classifier, stage_optimizer, batch_size),
       dataset_fn=dataset_fn,
       steps_per_epoch=steps_per_epoch,
       epochs=epochs,
@@ -270,15 +374,25 @@ def supervised_stage(ctx, stage_name, domain_spec, classifier, num_train=None):
       max_steps=max_steps)
 
 
-def test_accuracies(ctx, classifier):
-  """Source-test and target-test accuracy, the numbers every classifier stage reports."""
+def test_metrics(ctx, classifier):
+  """The numbers every task-network stage reports on the source and target test splits.
+
+  Classification: `source_test_accuracy`, `target_test_accuracy`. Segmentation, from one
+  confusion matrix per split (SPEC §4): `source_test_miou`, `target_test_miou`,
+  `target_test_fwiou`, `target_test_pixel_accuracy` and `per_class_iou` (target, by class name).
+  """
   if ctx.is_chief:
-    print(f'[eval] accuracy on the {ctx.pair.source} and {ctx.pair.target} test splits',
-          flush=True)
-  return {
-      'source_test_accuracy': accuracy_on(ctx, classifier, ctx.pair.source),
-      'target_test_accuracy': accuracy_on(ctx, classifier, ctx.pair.target),
-  }
+    print(f'[eval] {ctx.score_name} on the {ctx.pair.source} and {ctx.pair.target} test '
+          'splits', flush=True)
+  if not ctx.is_segmentation:
+    return {
+        'source_test_accuracy': accuracy_on(ctx, classifier, ctx.pair.source),
+        'target_test_accuracy': accuracy_on(ctx, classifier, ctx.pair.target),
+    }
+  class_names = domains.domain_info(ctx.pair.target, ctx.data_dir).class_names
+  target = metrics_lib.segmentation_metrics(
+      confusion_matrix(ctx, classifier, ctx.pair.target), class_names, prefix='target_test_')
+  return dict(target, source_test_miou=score_on(ctx, classifier, ctx.pair.source))
 
 
 def latest_classifier_stage(ctx):
@@ -349,7 +463,7 @@ def write_stage_metrics(ctx, stage_name, payload):
   payload = _plain(dict(payload, stage=stage_name, pair=ctx.pair.name, seed=ctx.seed))
   trainer.write_json_atomically(ctx.metrics_path(stage_name), payload)
   shown = ', '.join(f'{k}={v:.4f}' for k, v in sorted(payload.items())
-                    if k.endswith('accuracy') and isinstance(v, float))
+                    if k.endswith(('accuracy', 'miou')) and isinstance(v, float))
   print(f'[{stage_name}] done: {shown} → {ctx.metrics_path(stage_name)}', flush=True)
   return payload
 
@@ -396,9 +510,9 @@ def test_accuracy_monitor(ctx, classifier, every_epochs=1, last_epoch=None):
     del epoch_means  # only the test splits are looked at
     if not ctx.is_chief or ((epoch + 1) % every_epochs and epoch != last_epoch):
       return None
-    for name, spec in (('source_test_accuracy', ctx.pair.source),
-                       ('target_test_accuracy', ctx.pair.target)):
-      tf.summary.scalar(MONITOR_PREFIX + name, monitored_accuracy(ctx, classifier, spec, memo),
+    for prefix, spec in (('source_test', ctx.pair.source), ('target_test', ctx.pair.target)):
+      tf.summary.scalar(MONITOR_PREFIX + ctx.score_key(prefix),
+                        monitored_accuracy(ctx, classifier, spec, memo),
                         description=MONITOR_DESCRIPTION)
     return None
 
@@ -406,14 +520,14 @@ def test_accuracy_monitor(ctx, classifier, every_epochs=1, last_epoch=None):
 
 
 def monitored_accuracy(ctx, classifier, domain_spec, memo):
-  """`accuracy_on(ctx, classifier, domain_spec)`, with the test split kept in `memo`.
+  """`score_on(ctx, classifier, domain_spec)`, with the test split kept in `memo`.
 
   `accuracy_on` reads and preprocesses the split again on every call: 1.0 and 1.4 s for the UCI
   and MNIST test splits on a busy 2-core machine, against 0.17 and 0.30 s from memory, and a UCI
   training epoch takes about 0.3 s. With the stage's `memo` (and `data.cache`) only the first
   call reads; the others are the classifier's forward passes.
   """
-  return float(metrics_lib.accuracy(confusion_matrix(ctx, classifier, domain_spec, memo=memo)))
+  return score_on(ctx, classifier, domain_spec, memo=memo)
 
 
 def config_section(stage_name):

@@ -16,6 +16,11 @@ own training-time outputs is never published. The reported `target_test_accuracy
 *loaded SavedModel's* accuracy on the raw target test images, i.e. what a serving client gets,
 next to the Keras model's accuracy through the training input pipeline.
 
+Segmentation exports take images of any size and return the class map at the input's
+resolution (`serving.SegmenterServer`, run at the training scale `data.resize_width`); the
+translator keeps each image's size (any multiple of 4). `target_test_miou` is the SavedModel's
+on the raw target test images, beside the Keras model's through the pipeline.
+
 Exporting is idempotent. Each version directory records in `assets.extra/cycada_export.json`
 what it was exported from (the stage, its latest checkpoint and a SHA-256 of that checkpoint's
 saved values, `trainer.checkpoint_fingerprint`). When the newest version of a model
@@ -74,6 +79,8 @@ def run(ctx, evaluate_target=True):
     for stale in serving.remove_stale_temporaries(export_root):
       print(f'[{STAGE}] removed {stale}, left by an export that was killed', flush=True)
   classifier = common.load_classifier(ctx, stage_name, needed_by=STAGE)
+  if ctx.is_segmentation:
+    return _export_segmenter(ctx, stage_name, classifier, evaluate_target)
   target_fraction = domains.domain_info(ctx.pair.target, ctx.data_dir).content_fraction
   exported_from = _classifier_origin(ctx, stage_name)
 
@@ -253,8 +260,84 @@ def _target_accuracies(ctx, loaded, classifier):
           'target_test_examples': total}
 
 
+def _export_segmenter(ctx, stage_name, segmenter, evaluate_target):
+  """The segmentation half of `run`: the segmenter (and G_ST), checked and measured."""
+  exported_from = _classifier_origin(ctx, stage_name)
+  resize_width = int(ctx.config.data.get('resize_width', 0))
+  num_classes = int(ctx.config.model.num_classes)
+
+  def verify(loaded):
+    # At the training crop size, where serving does not resize when resize_width is 0; with a
+    # resize the Keras side is given the same resized input.
+    images = _check_images(ctx.image_shape, ctx.seed)
+    served = loaded.signatures['serving_default'](images=images)['probabilities'].numpy()
+    scaled = pipeline.scale(images)
+    if resize_width:
+      size = pipeline.resized_size(images.shape[1], images.shape[2], resize_width)
+      scaled = tf.image.resize(scaled, size, method='bilinear', antialias=True)
+    logits, _ = segmenter(scaled, training=False)
+    logits = serving.resize_to(tf.cast(logits, tf.float32), images.shape[1:3])
+    difference = float(np.max(np.abs(served - tf.nn.softmax(logits).numpy())))
+    if difference > PROBABILITY_TOLERANCE:
+      raise RuntimeError(
+          f'the exported segmenter disagrees with the Keras model (max probability difference '
+          f'{difference:.3g} > {PROBABILITY_TOLERANCE}); nothing was published.')
+    return {'max_abs_probability_difference': difference}
+
+  version, path, checks = _publish(
+      ctx.stage_dir(STAGE), lambda: serving.SegmenterServer(
+          segmenter, num_classes, channels=3, warmup_size=ctx.image_shape[:2],
+          resize_width=resize_width),
+      verify, exported_from, f'{stage_name} segmenter')
+  payload = {
+      'exported_stage': stage_name,
+      'version': version,
+      'path': path,
+      'exported_from': exported_from,
+      'signatures': list(serving.SIGNATURES),
+      'resize_width': resize_width,
+      'inputs': {
+          'serving_default': 'images: uint8 [N, H, W, C], C in {1, 3}, any H and W',
+          'serve_bytes': 'images: string [N], encoded PNG or JPEG (GIF, BMP, WebP: first '
+                         'frame), one size per request',
+      },
+      'outputs': {
+          'class_map': 'uint8 [N, H, W], at the input\'s resolution',
+          'probabilities': f'float32 [N, H, W, {num_classes}]',
+      },
+      **checks,
+  }
+  if evaluate_target:
+    payload.update(_target_miou(ctx, tf.saved_model.load(path), segmenter))
+  payload['translator'] = _export_translator(ctx) if ctx.is_done('pixel') else None
+  return common.write_stage_metrics(ctx, STAGE, payload)
+
+
+def _target_miou(ctx, loaded, segmenter):
+  """mIoU on the target test split: the SavedModel on the raw images, one at a time (whole
+  images of a real pair differ in size), and the Keras model through the pipeline."""
+  from cycada_tf import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  try:
+    dataset = domains.load_domain(ctx.pair.target, 'test', ctx.data_dir)
+    keras_miou = common.score_on(ctx, segmenter, ctx.pair.target)
+  except UserError as e:
+    print(f'[{STAGE}] skipped the target test mIoU: {e}', flush=True)
+    return {'target_test_miou': None, 'target_test_miou_skipped': str(e)}
+  serve = loaded.signatures['serving_default']
+  matrix = metrics_lib.ConfusionMatrix(int(ctx.config.model.num_classes))
+  total = 0
+  for image, label in dataset:
+    class_map = serve(images=image[None])['class_map'][0]
+    matrix.update(label.numpy(), class_map.numpy())
+    total += 1
+  return {'target_test_miou': float(metrics_lib.mean_iou(matrix.matrix)),
+          'keras_target_test_miou': keras_miou, 'target_test_examples': total}
+
+
 def _export_translator(ctx):
   """Exports the pixel stage's G_ST (or keeps its unchanged version); returns its metrics."""
+  if ctx.is_segmentation:
+    return _export_size_keeping_translator(ctx)
   generator = common.load_translator(ctx, needed_by=STAGE)
   # G_ST translates *source* images, so its inputs are framed like the source domain's.
   source_fraction = domains.domain_info(ctx.pair.source, ctx.data_dir).content_fraction
@@ -284,6 +367,40 @@ def _export_translator(ctx):
       'signatures': list(serving.SIGNATURES),
       'content_fraction': source_fraction,
       'outputs': {'serving_default': f'images: uint8 [N, {", ".join(map(str, ctx.image_shape))}]',
+                  'serve_bytes': 'images_bytes: string [N], PNG (base64 over REST)'},
+      **checks,
+  }
+
+
+def _export_size_keeping_translator(ctx):
+  """Segmentation's G_ST: images of any size that is a multiple of 4, kept at that size."""
+  generator = common.load_translator(ctx, needed_by=STAGE)
+  exported_from = _translator_origin(ctx)
+  shape = ctx.image_shape
+
+  def verify(loaded):
+    images = _check_images(shape, ctx.seed + 1)
+    served = loaded.signatures['serving_default'](images=images)['images']
+    expected = translated.to_uint8(generator(pipeline.scale(images), training=False))
+    difference = int(np.max(np.abs(served.numpy().astype(np.int32) -
+                                   expected.numpy().astype(np.int32))))
+    if difference > PIXEL_TOLERANCE:
+      raise RuntimeError(
+          f'the exported translator disagrees with G_ST (max pixel difference {difference} > '
+          f'{PIXEL_TOLERANCE}); nothing was published.')
+    return {'max_abs_pixel_difference': difference}
+
+  version, path, checks = _publish(
+      os.path.join(ctx.model_dir, TRANSLATOR_DIR),
+      lambda: serving.TranslatorServer(generator, shape, keep_size=True), verify,
+      exported_from, 'pixel G_ST translator')
+  return {
+      'version': version,
+      'path': path,
+      'exported_from': exported_from,
+      'signatures': list(serving.SIGNATURES),
+      'outputs': {'serving_default': 'images: uint8 [N, H, W, 3], H and W multiples of 4, as '
+                                     'given',
                   'serve_bytes': 'images_bytes: string [N], PNG (base64 over REST)'},
       **checks,
   }

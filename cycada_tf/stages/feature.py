@@ -104,14 +104,16 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
   strategy = ctx.strategy
   with strategy.scope():
     d_optimizer = common.build_optimizer(
-        common.adam(section, section.discriminator_learning_rate), discriminator)
-    f_optimizer = common.build_optimizer(common.adam(section), f_t)
+        common.optimizer(section, section.discriminator_learning_rate), discriminator)
+    f_optimizer = common.build_optimizer(common.optimizer(section), f_t)
     gate = GateState(section.gate_window)
 
   # Both sides in one mode, or D_feat could tell them apart by dropout noise alone (and the
   # gate would open for that reason): `train`, the release's `net.train()`, runs dropout (and
   # batch statistics) in the source encoder and f_T alike; `inference` in neither.
   training = section.encoder_mode == 'train'
+  # f_T's adversarial loss relative to D_feat's: 1 for digits, 0.1 for segmentation (SPEC §4).
+  adversarial_weight = float(section.get('adversarial_weight', 1.0))
 
   def represent(network, images):
     logits, features = network(images, training=training)
@@ -135,7 +137,8 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
     _, (xt, _) = batch
     with tf.GradientTape() as tape:
       d_target = discriminator(represent(f_t, xt), training=True)
-      loss = losses.average(losses.feature_generator_loss(d_target), batch_size)
+      loss = adversarial_weight * losses.average(losses.feature_generator_loss(d_target),
+                                                 batch_size)
     variables = f_t.trainable_variables
     f_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
     return loss
@@ -164,6 +167,7 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
   if num_train is None:
     num_train = common.paired_train_size(ctx, source_spec, section.epoch_length)
   steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
+  epochs, max_steps = common.stage_length(section, steps_per_epoch, int(ctx.config.max_steps))
 
   dataset_fn = common.paired_dataset_fn(ctx, source_spec, batch_size)
 
@@ -183,9 +187,9 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
               'source_encoder': source_encoder},
       optimizers={'classifier': f_optimizer, 'discriminator': d_optimizer},
       replica_step=None, cross_replica_step=cross_replica_step,
-      dataset_fn=dataset_fn, steps_per_epoch=steps_per_epoch, epochs=int(section.epochs),
+      dataset_fn=dataset_fn, steps_per_epoch=steps_per_epoch, epochs=epochs,
       global_batch_size=batch_size, extra_state={'gate': gate},
-      on_epoch_end=on_epoch_end, max_steps=int(ctx.config.max_steps)), gate
+      on_epoch_end=on_epoch_end, max_steps=max_steps), gate
 
 
 def build(ctx, fresh=False, num_train=None):
@@ -212,14 +216,24 @@ def build(ctx, fresh=False, num_train=None):
       # Never optimised (its outputs are behind stop_gradient), but left trainable: Keras runs a
       # frozen batch norm in inference mode whatever `training` says, unlike f_T's.
       source_encoder = common.load_classifier(ctx, encoder_stage, needed_by=stage_name)
-    width = (ctx.config.model.num_classes
-             if ctx.config.model.feature_discriminator_input == 'logits'
-             else int(f_t(tf.zeros((1,) + ctx.image_shape))[1].shape[-1]))
-    discriminator = common.build_network(models.build_feature_discriminator(), (width,))
+    discriminator = new_discriminator(ctx, f_t)
   stage, gate = build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name,
                             num_train=num_train)
   return stage, {'classifier': f_t, 'source_encoder': source_encoder,
                  'discriminator': discriminator, 'gate': gate, 'source_side': source_spec}
+
+
+def new_discriminator(ctx, f_t):
+  """D_feat for f_T's outputs, variables created: the release's 500 → 500 → 2 dense net on a
+  classifier's logits (or features), or for segmentation 1x1 convs on the score maps."""
+  use_logits = ctx.config.model.feature_discriminator_input == 'logits'
+  if ctx.is_segmentation:
+    logits, features = f_t(tf.zeros((1,) + ctx.image_shape), training=False)
+    shape = tuple((logits if use_logits else features).shape[1:])
+    return common.build_network(models.build_score_map_discriminator(), shape)
+  width = (ctx.config.model.num_classes if use_logits
+           else int(f_t(tf.zeros((1,) + ctx.image_shape))[1].shape[-1]))
+  return common.build_network(models.build_feature_discriminator(), (width,))
 
 
 def run(ctx):
@@ -228,8 +242,9 @@ def run(ctx):
   result = common.fit(ctx, stage)
   from_stage = ctx.config.feature.from_stage
   metrics = common.write_stage_metrics(ctx, stage.name, lambda: dict(
-      common.test_accuracies(ctx, networks['classifier']), **common.fit_summary(result),
+      common.test_metrics(ctx, networks['classifier']), **common.fit_summary(result),
       initialised_from=from_stage, source_side=networks['source_side'],
-      initial_target_test_accuracy=ctx.read_metrics(from_stage)['target_test_accuracy'],
+      **{ctx.score_key('initial_target_test'):
+         ctx.read_metrics(from_stage)[ctx.score_key('target_test')]},
       f_t_updates=int(networks['gate'].updates.numpy())))
   return common.log_hparams(ctx, stage.name, metrics)

@@ -137,16 +137,25 @@ def pixel_step(nets, classifier, optimizers, pools, section, global_batch_size):
 
 
 class _SampleImages:
-  """Fixed test images of both domains, translated for TensorBoard and the final PNG (Fig. 3)."""
+  """Fixed test images of both domains, translated for TensorBoard and the final PNG (Fig. 3).
+
+  Segmentation: the first `count` test images, each centre-cropped to the stage's crop size
+  (whole images of a real pair are too large for a readable grid).
+  """
 
   def __init__(self, ctx, nets, count=8):
     self.nets = nets
+    shape = stage_image_shape(ctx)
 
     def first(spec):
-      dataset = pipeline.domain_dataset(spec, 'test', ctx.image_shape, batch_size=count,
-                                        data_dir=ctx.data_dir, shuffle=False)
-      images, _ = next(iter(dataset))
-      return images
+      if not ctx.is_segmentation:
+        dataset = pipeline.domain_dataset(spec, 'test', shape, batch_size=count,
+                                          data_dir=ctx.data_dir, shuffle=False)
+        images, _ = next(iter(dataset))
+        return images
+      images = [tf.image.resize_with_crop_or_pad(image[0], shape[0], shape[1])
+                for image, _ in common.eval_dataset(ctx, spec, batch_size=1).take(count)]
+      return tf.stack(images)
 
     self.source, self.target = first(ctx.pair.source), first(ctx.pair.target)
 
@@ -177,11 +186,18 @@ def translated_accuracies(ctx, nets, classifier):
                                                training=training)
 
   return {
-      'fs_translated_target_accuracy': common.accuracy_on(ctx, through(nets.g_ts),
-                                                          ctx.pair.target),
-      'fs_translated_source_accuracy': common.accuracy_on(ctx, through(nets.g_st),
-                                                          ctx.pair.source),
+      ctx.score_key('fs_translated_target'): common.score_on(ctx, through(nets.g_ts),
+                                                             ctx.pair.target),
+      ctx.score_key('fs_translated_source'): common.score_on(ctx, through(nets.g_st),
+                                                             ctx.pair.source),
   }
+
+
+def stage_image_shape(ctx):
+  """The translators' training input: the pair's shape, or segmentation's `pixel.crop_size`."""
+  if ctx.is_segmentation:
+    return common.crop_shape(ctx.config, ctx.config.pixel)
+  return ctx.image_shape
 
 
 def build_stage(ctx, classifier, num_train=None, with_samples=True):
@@ -202,16 +218,17 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
   total_steps = steps_per_epoch * int(section.epochs)
   schedule = LinearDecay(section.learning_rate, total_steps,
                          steps_per_epoch * int(section.decay_epochs))
+  image_shape = stage_image_shape(ctx)
   with ctx.strategy.scope():
-    nets = Translators(ctx.config, ctx.image_shape)
-    optimizers = {name: common.build_optimizer(common.adam(section, schedule),
+    nets = Translators(ctx.config, image_shape)
+    optimizers = {name: common.build_optimizer(common.optimizer(section, schedule),
                                                getattr(nets, name))
                   for name in Translators.NAMES}
-    pools = {name: image_pool.ImagePool(section.pool_size, ctx.image_shape, seed=ctx.seed + i)
+    pools = {name: image_pool.ImagePool(section.pool_size, image_shape, seed=ctx.seed + i)
              for i, name in enumerate(('d_t', 'd_s'))}
   classifier.trainable = False
 
-  dataset_fn = common.paired_dataset_fn(ctx, ctx.pair.source, batch_size)
+  dataset_fn = common.paired_dataset_fn(ctx, ctx.pair.source, batch_size, image_shape)
 
   samples = _SampleImages(ctx, nets) if ctx.is_chief and with_samples else None
   every = max(int(section.image_every_steps), 1)
@@ -258,7 +275,7 @@ def run(ctx):
 
   def payload():  # on the chief only (see common.write_stage_metrics)
     values = dict(common.fit_summary(result), **translated_accuracies(ctx, nets, classifier))
-    values['fs_target_accuracy'] = common.accuracy_on(ctx, classifier, ctx.pair.target)
+    values[ctx.score_key('fs_target')] = common.score_on(ctx, classifier, ctx.pair.target)
     png = os.path.join(ctx.stage_dir('pixel'), TRANSLATION_PNG)
     summaries.save_png(_SampleImages(ctx, nets).grid(), png)
     values['translations_png'] = png

@@ -31,7 +31,7 @@ def run(ctx, stage_name='source'):
   stage, networks = build(ctx, stage_name=stage_name)
   result = common.fit(ctx, stage)
   metrics = common.write_stage_metrics(ctx, stage_name, lambda: dict(
-      common.test_accuracies(ctx, networks['classifier']),
+      common.test_metrics(ctx, networks['classifier']),
       trained_on=ctx.pair.source if stage_name == 'source' else ctx.pair.target,
       **common.fit_summary(result)))
   return common.log_hparams(ctx, stage_name, metrics)

@@ -63,14 +63,29 @@ def translate_source(ctx):
           flush=True)
   g_st = common.load_translator(ctx, needed_by='task')
   info = domains.domain_info(ctx.pair.source, ctx.data_dir)
-  datasets = {split: pipeline.domain_dataset(
-      ctx.pair.source, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
-      data_dir=ctx.data_dir, shuffle=False) for split in ('train', 'test')}
-  translate = tf.function(lambda images: g_st(images, training=False))
+  if ctx.is_segmentation:
+    # Whole resized images, labels as the metrics see them (full resolution).
+    datasets = {split: common.eval_dataset(ctx, ctx.pair.source, split)
+                for split in ('train', 'test')}
+  else:
+    datasets = {split: pipeline.domain_dataset(
+        ctx.pair.source, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
+        data_dir=ctx.data_dir, shuffle=False) for split in ('train', 'test')}
+  translate = tf.function(lambda images: translate_whole(g_st, images), reduce_retracing=True)
   print(f'[task] translating {ctx.pair.source} with G_ST into {directory}', flush=True)
   translated.write(directory, translate, datasets, info.num_classes, info.class_names,
-                   produced_by=produced_by)
+                   produced_by=produced_by, task=ctx.pair.task)
   return directory
+
+
+def translate_whole(generator, images, multiple=4):
+  """G(images) for any height and width: the generator's two stride-2 levels need sides that
+  are multiples of 4, so other sizes are reflect-padded at the bottom and right and the output
+  cropped back. Sizes that are multiples already (every digit shape) go through unchanged."""
+  height, width = tf.shape(images)[1], tf.shape(images)[2]
+  pad_h, pad_w = (-height) % multiple, (-width) % multiple
+  padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode='REFLECT')
+  return generator(padded, training=False)[:, :height, :width]
 
 
 def build(ctx, fresh=False, num_train=None):
@@ -109,8 +124,8 @@ def run(ctx):
   result = common.fit(ctx, stage)
   classifier, spec = networks['classifier'], common.translated_source_spec(ctx)
   metrics = common.write_stage_metrics(ctx, 'task', lambda: dict(
-      common.test_accuracies(ctx, classifier),
-      translated_source_test_accuracy=common.accuracy_on(ctx, classifier, spec),
+      common.test_metrics(ctx, classifier),
+      **{ctx.score_key('translated_source_test'): common.score_on(ctx, classifier, spec)},
       trained_on=spec, initialised_from=ctx.config.task.init_from,
       **common.fit_summary(result)))
   return common.log_hparams(ctx, 'task', metrics)

@@ -1,0 +1,15 @@
+"""SYNTHIA-SEQS fall → winter (SPEC §4, paper Table 5): 13 classes, FCN8s as in the paper.
+
+Front-view frames at their native 760x1280, resized to width 1024 like GTA5; the paper's table
+reports FCN8s, with ImageNet VGG16 weights.
+"""
+
+from configs import segmentation
+
+
+def get_config():
+  config = segmentation.get_config()
+  config.model.update(classifier='fcn8s', num_classes=13)
+  for section in (config.source, config.target_only, config.task):
+    section.iterations = 100_000
+  return config
