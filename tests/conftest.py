@@ -84,3 +84,43 @@ def offline_data_dir(tmp_path_factory):
   for name in domains.OFFLINE_DOMAINS:
     domains.domain_info(name, data_dir)
   return data_dir
+
+
+SCENE_SPLITS = {'train': 48, 'test': 16}
+
+
+@pytest.fixture(scope='session')
+def scenes_data_dir(tmp_path_factory):
+  """A TFDS data_dir with the offline scene pair, `SCENE_SPLITS` images a split (not 1,200).
+
+  The stages read the split sizes from the prepared dataset's info, so once built the smaller
+  splits are what every test (and subprocess) given this directory sees.
+  """
+  from cycada_tf.data import domains  # pylint: disable=g-import-not-at-top
+  from cycada_tf.data.builders.scenes import scenes_dataset_builder as scenes  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp('tfds_scenes'))
+  with pytest.MonkeyPatch.context() as patch:
+    for builder in (scenes.ScenesSynthetic, scenes.ScenesReal):
+      patch.setattr(builder, 'SPLITS', dict(SCENE_SPLITS))
+    for name in ('scenes_synthetic', 'scenes_real'):
+      domains.domain_info(name, data_dir)
+  return data_dir
+
+
+def tiny_segmentation_config(**max_steps):
+  """scenes_synthetic_real's config with the narrowest networks and small crops and batches."""
+  from configs import scenes_synthetic_real  # pylint: disable=g-import-not-at-top
+  config = scenes_synthetic_real.get_config()
+  config.data.update(crop_size=(32, 64), shuffle_buffer=64)
+  config.model.update(width=0.25, generator_filters=4, discriminator_filters=4)
+  config.train.update(log_every_steps=4, checkpoint_every_steps=8, steps_per_call=2,
+                      monitor_every_epochs=1)
+  for name in ('source', 'target_only', 'task'):
+    config[name].update(batch_size=8, epochs=2)
+  config.pixel.update(batch_size=4, epochs=1, decay_epochs=0, crop_size=(32, 32),
+                      image_every_steps=8)
+  config.feature.update(batch_size=8, epochs=2, gate_window=4)
+  config.eval.update(batch_size=8, grid_examples=2)
+  for key, value in max_steps.items():
+    config[key] = value
+  return config

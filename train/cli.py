@@ -48,6 +48,38 @@ def define_config_file(name, default, help_text):
     fail(_unknown_config_setting(sys.argv, e))
 
 
+def flag_value(argv, name):
+  """The value of `--name=V` or `--name V` in `argv` (the last one wins), or None.
+
+  For decisions that must be taken while flags are being defined, before absl parses them.
+  """
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      value = arg.split('=', 1)[1]
+    elif arg == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def default_config_file(configs_dir, argv=None, default='uci_mnist'):
+  """The config file `--config.<path>` overrides are checked against when the flag is defined:
+  the `--dataset`'s own file, `segmentation.py` for a custom pair of segmentation domains, else
+  `default`'s. Each pair's config has its own settings (segmentation's `data.crop_size`, say), so
+  checking every command line against one file would refuse another family's settings.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  argv = sys.argv if argv is None else argv
+  dataset = flag_value(argv, 'dataset')
+  name = default
+  if dataset and os.path.exists(os.path.join(configs_dir, f'{dataset}.py')):
+    name = dataset
+  elif any((flag_value(argv, side) or '').startswith('seg_folder:')
+           for side in ('source', 'target')):
+    name = 'segmentation'
+  return os.path.join(configs_dir, f'{name}.py')
+
+
 def parse_flags(argv):
   """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`), failing in one line.
 
@@ -78,12 +110,13 @@ def _unknown_config_setting(argv, error):
     close = difflib.get_close_matches(missing, _config_keys(), n=1)
     hint = f'; did you mean {close[0]!r}?' if close else ''
   return (f'{where}: the config has no setting {missing!r}{hint} The settings are listed in '
-          f'configs/base.py.')
+          f'configs/base.py (segmentation: configs/segmentation.py).')
 
 
 def _config_keys():
-  """Every key of the base config, for suggestions."""
+  """Every key of the base configs (both families), for suggestions."""
   from configs import base  # pylint: disable=g-import-not-at-top
+  from configs import segmentation  # pylint: disable=g-import-not-at-top
   keys = set()
 
   def walk(node):
@@ -93,6 +126,7 @@ def _config_keys():
         walk(value)
 
   walk(base.get_config())
+  walk(segmentation.get_config())
   return sorted(keys)
 
 

@@ -32,7 +32,7 @@ flags.DEFINE_string('eval_stage', None, 'With --stage=eval: which stage to evalu
 flags.DEFINE_string('strategy', 'auto', 'auto, one_device, mirrored or multi_worker.')
 flags.DEFINE_integer('cpu_replicas', 0, 'Split the CPU into N logical devices and mirror over '
                      'them (N > 1).')
-cli.define_config_file('config', os.path.join(_CONFIGS_DIR, 'uci_mnist.py'),
+cli.define_config_file('config', cli.default_config_file(_CONFIGS_DIR),
                        'Config file (default: the pair\'s file in configs/).')
 
 DEFAULT_DATASET = 'uci_mnist'
