@@ -49,6 +49,7 @@ def get_config():
       # PATH of a keras.applications.VGG16(include_top=False) weights file
       backbone_weights='imagenet',
       width=1.0,                 # drn26's channel multiplier; 1.0 is the paper's network
+      fcn_spatial_dropout=False,  # fcn8s' fc6/fc7 dropout: per element | per channel (release)
       generator='resnet9',       # CycleGAN's ResNet-9 and 70x70 PatchGAN (SPEC §4)
       generator_dropout=0.0,
       generator_filters=64,

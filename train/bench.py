@@ -440,7 +440,7 @@ def run():
     raise UserError('--kernels=both is for --mode=step: the input pipeline does not depend '
                     'on the kernels.')
   with contextlib.redirect_stdout(sys.stderr):  # train.main's start-up line
-    ctx = train_main.build_context(training_run=False)
+    ctx = train_main.build_context(training_run=False, check_data=FLAGS.mode == 'input')
   config = ctx.config
   if FLAGS.precision == 'both':
     precisions = ['fp32', 'bf16']

@@ -594,7 +594,7 @@ def run():
     tf.config.threading.set_intra_op_parallelism_threads(threads)
   torch.set_num_threads(threads)
   with contextlib.redirect_stdout(sys.stderr):  # train.main's start-up line
-    ctx = train_main.build_context(training_run=False)
+    ctx = train_main.build_context(training_run=False, check_data=False)
   if ctx.strategy.num_replicas_in_sync != 1:
     raise UserError(f'{ctx.strategy.num_replicas_in_sync} replicas: the PyTorch side runs on '
                     f'one device; drop --cpu_replicas / use --strategy=one_device.')

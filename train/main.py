@@ -91,11 +91,13 @@ def custom_image_shape(config):
   return shape
 
 
-def build_context(training_run=True):
+def build_context(training_run=True, check_data=True):
   """Parses and validates every flag into a stage Context (no TensorFlow work yet).
 
   `training_run=False` (`train.bench`, which trains nothing into model_dir) neither creates
-  model_dir nor reads the settings saved there.
+  model_dir nor reads the settings saved there. `check_data=False` (the bench's step mode,
+  which feeds synthetic batches) does not look at the data either, so a pair whose data is not
+  on this machine can still be benchmarked.
   """
   # Imported here so `--help` and flag errors stay fast.
   import keras
@@ -144,9 +146,10 @@ def build_context(training_run=True):
   strategy = distribute.create_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
   if training_run and distribute.is_chief(strategy):
     preflight.check_model_dir(model_dir)
-  print(f'[main] checking the data of {pair.source} and {pair.target} (preparing offline '
-        'datasets the first time)', flush=True)
-  preflight.check_data(config, pair, FLAGS.data_dir, FLAGS.stage, explicit)
+  if check_data:
+    print(f'[main] checking the data of {pair.source} and {pair.target} (preparing offline '
+          'datasets the first time)', flush=True)
+    preflight.check_data(config, pair, FLAGS.data_dir, FLAGS.stage, explicit)
   print(f'[main] pair {pair.name}: {pair.source} → {pair.target}, image shape '
         f'{tuple(pair.image_shape)}, model_dir {model_dir}; {distribute.describe(strategy)}; '
         f'kernels {kernels.resolve(config.train.get("kernels", "auto"), strategy)}', flush=True)

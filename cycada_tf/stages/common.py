@@ -211,7 +211,8 @@ def new_classifier(ctx):
   options = {}
   if ctx.is_segmentation:
     name = model.classifier
-    options = ({'backbone_weights': model.get('backbone_weights', 'imagenet')}
+    options = ({'backbone_weights': model.get('backbone_weights', 'imagenet'),
+                'spatial_dropout': bool(model.get('fcn_spatial_dropout', False))}
                if name == 'fcn8s' else {'width': float(model.get('width', 1.0))})
     if name == 'fcn8s' and options['backbone_weights'] == 'random' and ctx.is_chief:
       print('[model] fcn8s: VGG16 backbone randomly initialised '
