@@ -119,3 +119,20 @@ def test_exports_answer_at_sizes_never_trained_on(run):
   assert translated_images['images'].shape == (2, 40, 72, 3)
   with open(os.path.join(metrics['path'], 'assets.extra', 'cycada_export.json')) as f:
     assert json.load(f)['exported_from']['stage'] == 'feature'
+
+
+def test_the_semantic_loss_is_available_by_config(run):
+  # Off by default for segmentation (the paper's choice for memory), one setting turns it on:
+  # f_S's per-pixel predictions are the labels of the translated images.
+  import copy  # pylint: disable=g-import-not-at-top
+  from cycada_tf.stages import pixel  # pylint: disable=g-import-not-at-top
+  config = copy.deepcopy(run.config)
+  config.pixel.semantic_weight = 1.0
+  ctx = common.Context(config=config, pair=run.pair, model_dir=run.model_dir,
+                       data_dir=run.data_dir)
+  stage, _ = pixel.build(ctx, fresh=True, num_train=8)
+  rng = np.random.default_rng(0)
+  side = lambda: (tf.constant(rng.uniform(-1, 1, (4, 32, 32, 3)), tf.float32),
+                  tf.constant(rng.integers(0, 8, (4, 32, 32)), tf.uint8))
+  outputs = stage.replica_step((side(), side()))
+  assert float(outputs['loss/semantic']) > 0.0

@@ -338,10 +338,14 @@ def _target_miou(ctx, loaded, segmenter):
 
 
 def _export_translator(ctx):
-  """Exports the pixel stage's G_ST (or keeps its unchanged version); returns its metrics."""
-  if ctx.is_segmentation:
-    return _export_size_keeping_translator(ctx)
+  """Exports the pixel stage's G_ST (or keeps its unchanged version); returns its metrics.
+
+  Digits: images are resized to the model's size and framed like the source domain's. Segmentation
+  keeps each image's size (any multiple of 4): street scenes come in many sizes and the
+  generators are fully convolutional.
+  """
   generator = common.load_translator(ctx, needed_by=STAGE)
+  keep_size = ctx.is_segmentation
   # G_ST translates *source* images, so its inputs are framed like the source domain's.
   source_fraction = domains.domain_info(ctx.pair.source, ctx.data_dir).content_fraction
   exported_from = _translator_origin(ctx)
@@ -349,8 +353,9 @@ def _export_translator(ctx):
   def verify(loaded):
     images = _check_images(ctx.image_shape, ctx.seed + 1)
     served = loaded.signatures['serving_default'](images=images)['images']
-    expected = translated.to_uint8(generator(
-        _keras_inputs(images, ctx.image_shape, source_fraction), training=False))
+    inputs = (pipeline.scale(images) if keep_size
+              else _keras_inputs(images, ctx.image_shape, source_fraction))
+    expected = translated.to_uint8(generator(inputs, training=False))
     difference = int(np.max(np.abs(served.numpy().astype(np.int32) -
                                    expected.numpy().astype(np.int32))))
     if difference > PIXEL_TOLERANCE:
@@ -359,51 +364,27 @@ def _export_translator(ctx):
           f'{PIXEL_TOLERANCE}); nothing was published.')
     return {'max_abs_pixel_difference': difference}
 
-  version, path, checks = _publish(
-      os.path.join(ctx.model_dir, TRANSLATOR_DIR),
-      lambda: serving.TranslatorServer(generator, ctx.image_shape, source_fraction), verify,
-      exported_from, 'pixel G_ST translator')
+  def make_server():
+    if keep_size:
+      return serving.TranslatorServer(generator, ctx.image_shape, keep_size=True)
+    return serving.TranslatorServer(generator, ctx.image_shape, source_fraction)
+
+  version, path, checks = _publish(os.path.join(ctx.model_dir, TRANSLATOR_DIR), make_server,
+                                   verify, exported_from, 'pixel G_ST translator')
+  if keep_size:
+    shapes = {'content_fraction': 1.0,
+              'outputs': {'serving_default': 'images: uint8 [N, H, W, 3], H and W multiples of '
+                                             '4, as given'}}
+  else:
+    shapes = {'content_fraction': source_fraction,
+              'outputs': {'serving_default': 'images: uint8 '
+                                             f'[N, {", ".join(map(str, ctx.image_shape))}]'}}
+  shapes['outputs']['serve_bytes'] = 'images_bytes: string [N], PNG (base64 over REST)'
   return {
       'version': version,
       'path': path,
       'exported_from': exported_from,
       'signatures': list(serving.SIGNATURES),
-      'content_fraction': source_fraction,
-      'outputs': {'serving_default': f'images: uint8 [N, {", ".join(map(str, ctx.image_shape))}]',
-                  'serve_bytes': 'images_bytes: string [N], PNG (base64 over REST)'},
-      **checks,
-  }
-
-
-def _export_size_keeping_translator(ctx):
-  """Segmentation's G_ST: images of any size that is a multiple of 4, kept at that size."""
-  generator = common.load_translator(ctx, needed_by=STAGE)
-  exported_from = _translator_origin(ctx)
-  shape = ctx.image_shape
-
-  def verify(loaded):
-    images = _check_images(shape, ctx.seed + 1)
-    served = loaded.signatures['serving_default'](images=images)['images']
-    expected = translated.to_uint8(generator(pipeline.scale(images), training=False))
-    difference = int(np.max(np.abs(served.numpy().astype(np.int32) -
-                                   expected.numpy().astype(np.int32))))
-    if difference > PIXEL_TOLERANCE:
-      raise RuntimeError(
-          f'the exported translator disagrees with G_ST (max pixel difference {difference} > '
-          f'{PIXEL_TOLERANCE}); nothing was published.')
-    return {'max_abs_pixel_difference': difference}
-
-  version, path, checks = _publish(
-      os.path.join(ctx.model_dir, TRANSLATOR_DIR),
-      lambda: serving.TranslatorServer(generator, shape, keep_size=True), verify,
-      exported_from, 'pixel G_ST translator')
-  return {
-      'version': version,
-      'path': path,
-      'exported_from': exported_from,
-      'signatures': list(serving.SIGNATURES),
-      'outputs': {'serving_default': 'images: uint8 [N, H, W, 3], H and W multiples of 4, as '
-                                     'given',
-                  'serve_bytes': 'images_bytes: string [N], PNG (base64 over REST)'},
+      **shapes,
       **checks,
   }

@@ -28,6 +28,21 @@ class LocalCodeBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 
 
+def segmentation_info(builder, description, homepage):
+  """The DatasetInfo of a segmentation builder of real photographs or game frames: colour images
+  of any size and single-channel PNG label maps of train ids (255 void), as
+  (image, segmentation_label) pairs."""
+  return builder.dataset_info_from_configs(
+      description=description,
+      features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(shape=(None, None, 3)),
+          'segmentation_label': tfds.features.Image(shape=(None, None, 1), encoding_format='png'),
+      }),
+      supervised_keys=('image', 'segmentation_label'),
+      homepage=homepage,
+  )
+
+
 def stratified_split(labels, test_size):
   """Returns sorted (train, test) index arrays with every class in proportion in both parts.
 

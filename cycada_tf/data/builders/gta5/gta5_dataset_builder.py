@@ -172,17 +172,9 @@ class Gta5(base.LocalCodeBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = HOW_TO_GET.format(manual_dir='the manual dir')
 
   def _info(self):
-    return self.dataset_info_from_configs(
-        description='GTA5 (Playing for Data): game frames, labels as the 19 Cityscapes train ids '
-                    '(255 = void).',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3)),
-            'segmentation_label': tfds.features.Image(shape=(None, None, 1),
-                                                      encoding_format='png'),
-        }),
-        supervised_keys=('image', 'segmentation_label'),
-        homepage=HOMEPAGE,
-    )
+    return base.segmentation_info(
+        self, 'GTA5 (Playing for Data): game frames, labels as the 19 Cityscapes train ids '
+        '(255 = void).', HOMEPAGE)
 
   def _split_generators(self, dl_manager):
     pairs, split_file = find_manual_files(os.fspath(dl_manager.manual_dir))

@@ -138,17 +138,9 @@ class SynthiaSeqsBuilder(base.LocalCodeBuilder, skip_registration=True):
                             '100 frames is test.'}
 
   def _info(self):
-    return self.dataset_info_from_configs(
-        description=f'SYNTHIA-SEQS {self.SEASON.lower()} front views (Stereo_Left/Omni_F), '
-                    'labels as the 13 classes of CyCADA fall -> winter (255 = void).',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3)),
-            'segmentation_label': tfds.features.Image(shape=(None, None, 1),
-                                                      encoding_format='png'),
-        }),
-        supervised_keys=('image', 'segmentation_label'),
-        homepage=HOMEPAGE,
-    )
+    return base.segmentation_info(
+        self, f'SYNTHIA-SEQS {self.SEASON.lower()} front views (Stereo_Left/Omni_F), labels as '
+        'the 13 classes of CyCADA fall -> winter (255 = void).', HOMEPAGE)
 
   def _split_generators(self, dl_manager):
     files = find_manual_files(os.fspath(dl_manager.manual_dir), self.SEASON)
