@@ -34,7 +34,7 @@ def get_config():
   for section in (config.source, config.target_only, config.task):
     _adam(section, epochs=12, batch_size=16, learning_rate=1e-3)
   config.pixel.update(epochs=5, decay_epochs=2, batch_size=4, crop_size=(64, 64),
-                      image_every_steps=500)
+                      resize_width=0, image_every_steps=500)
   _adam(config.feature, epochs=5, batch_size=8, learning_rate=1e-4)
   config.feature.discriminator_learning_rate = 1e-4
   config.eval.update(batch_size=50, grid_examples=4)

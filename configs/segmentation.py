@@ -30,13 +30,14 @@ def get_config():
   config = base.get_config()
   config.data = ml_collections.ConfigDict(dict(
       channels=3,
-      # Training reads random crops of (height, width) of the resized images, flipped at random
+      # Training reads random crops of (height, width) of the (resized) images, flipped at random
       # with probability 1/2 (`pipeline`); labels follow every step with nearest-neighbour.
       crop_size=(768, 768),
       # Images (and training labels) are first resized to this width, the height keeping the
       # aspect ratio, both rounded to a multiple of 8 (the networks' output stride); 0 keeps
-      # them as they are. Evaluation compares with the labels at full resolution.
-      resize_width=1024,
+      # them as they are (SPEC §4: the task networks train on crops of full-size images; the
+      # pixel stage sets its own). Evaluation compares with the labels at full resolution.
+      resize_width=0,
       flip=True,
       shuffle_buffer=1_000,
       # Real pairs are tens of GB decoded: read them from the TFDS files every epoch.
@@ -72,9 +73,11 @@ def get_config():
       iterations=115_000))
   # CycleGAN for segmentation (SPEC §4): 400x400 crops of width-1024 images, batch 1, 20
   # epochs (10 constant + 10 linear decay), no semantic loss (the paper's choice for memory).
+  # `task` translates whole source images at this scale and resizes G_ST's output back.
   config.pixel.update(
-      epochs=20, decay_epochs=10, batch_size=1, crop_size=(400, 400), semantic_weight=0.0,
-      gan_weight_st=1.0, gan_weight_ts=1.0, cycle_weight=10.0, image_every_steps=1_000)
+      epochs=20, decay_epochs=10, batch_size=1, crop_size=(400, 400), resize_width=1024,
+      semantic_weight=0.0, gan_weight_st=1.0, gan_weight_ts=1.0, cycle_weight=10.0,
+      image_every_steps=1_000)
   config.task = ml_collections.ConfigDict(dict(
       _sgd_section(epochs=1_000, batch_size=2, learning_rate=1e-3, momentum=0.99,
                    weight_decay=5e-4, iterations=115_000),

@@ -136,3 +136,26 @@ def test_the_semantic_loss_is_available_by_config(run):
                   tf.constant(rng.integers(0, 8, (4, 32, 32)), tf.uint8))
   outputs = stage.replica_step((side(), side()))
   assert float(outputs['loss/semantic']) > 0.0
+
+
+def test_resized_evaluation_still_scores_every_full_resolution_pixel(run):
+  # Images resized to half width for the networks (32x64), labels kept at 64x128: the scores are
+  # resized up before the argmax, so every labelled pixel is counted once, as without resizing.
+  import copy  # pylint: disable=g-import-not-at-top
+  config = copy.deepcopy(run.config)
+  config.data.resize_width = 64
+  config.pixel.resize_width = 64
+  ctx = common.Context(config=config, pair=run.pair, model_dir=run.model_dir,
+                       data_dir=run.data_dir)
+  network = common.load_classifier(ctx, 'source', needed_by='test')
+  matrix = common.confusion_matrix(ctx, network, 'scenes_real')
+  labels = np.stack([label for _, label in domains.load_domain(
+      'scenes_real', 'test', run.data_dir).as_numpy_iterator()])
+  assert matrix.sum() == int(np.sum(labels != 255))
+  images, _ = next(iter(common.eval_dataset(ctx, 'scenes_real', batch_size=2)))
+  assert images.shape[1:3] == (32, 64)
+  # G_ST runs at the pixel stage's scale and its output comes back at the input's size.
+  g_st = common.load_translator(ctx, needed_by='test')
+  full = tf.random.uniform((2, 64, 128, 3), -1.0, 1.0)
+  out = common.translate(ctx, g_st, full)
+  assert out.shape == (2, 64, 128, 3) and float(tf.reduce_max(tf.abs(out))) <= 1.0

@@ -74,9 +74,13 @@ def default_config_file(configs_dir, argv=None, default='uci_mnist'):
   name = default
   if dataset and os.path.exists(os.path.join(configs_dir, f'{dataset}.py')):
     name = dataset
-  elif any((flag_value(argv, side) or '').startswith('seg_folder:')
-           for side in ('source', 'target')):
-    name = 'segmentation'
+  else:
+    specs = [flag_value(argv, side) for side in ('source', 'target')]
+    if any(specs):
+      # Only for custom pairs: the domain layer imports TensorFlow, which `--help` should not.
+      from cycada_tf.data import domains  # pylint: disable=g-import-not-at-top
+      if any(spec and domains.is_segmentation(spec) for spec in specs):
+        name = 'segmentation'
   return os.path.join(configs_dir, f'{name}.py')
 
 

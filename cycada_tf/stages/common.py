@@ -142,16 +142,25 @@ def crop_shape(config, section=None):
   return (int(size[0]), int(size[1]), int(config.data.get('channels', 3)))
 
 
-def data_options(ctx):
-  """The pipeline settings every stage reads the same way (cache, shuffle buffer, resize)."""
+def resize_width(config, section=None):
+  """The width segmentation images are resized to for a stage: the section's `resize_width` if
+  it has one (the pixel stage's 1024, SPEC §4), else `data.resize_width` (0: full size)."""
+  if section is not None and section.get('resize_width') is not None:
+    return int(section.resize_width)
+  return int(config.data.get('resize_width', 0))
+
+
+def data_options(ctx, section=None):
+  """The pipeline settings every stage reads the same way (cache, shuffle buffer, resize);
+  `section` is the stage's config section, for its own `resize_width`."""
   data = ctx.config.data
   options = dict(data_dir=ctx.data_dir, cache=data.cache, shuffle_buffer=data.shuffle_buffer)
   if ctx.is_segmentation:
-    options.update(resize_width=int(data.get('resize_width', 0)), flip=bool(data.flip))
+    options.update(resize_width=resize_width(ctx.config, section), flip=bool(data.flip))
   return options
 
 
-def paired_dataset_fn(ctx, source_spec, batch_size, image_shape=None):
+def paired_dataset_fn(ctx, source_spec, batch_size, image_shape=None, section=None):
   """The `dataset_fn(input_context, epoch)` of a two-domain stage: (source, target) batches."""
   examples_memo = {}  # each shard is preprocessed once; later epochs reshuffle the cache
   image_shape = image_shape or ctx.image_shape
@@ -160,7 +169,7 @@ def paired_dataset_fn(ctx, source_spec, batch_size, image_shape=None):
     return pipeline.paired_dataset(
         source_spec, ctx.pair.target, 'train', image_shape, batch_size=batch_size,
         seed=epoch_seed(ctx.seed, epoch), input_context=input_context, memo=examples_memo,
-        **data_options(ctx))
+        **data_options(ctx, section))
 
   return dataset_fn
 
@@ -235,12 +244,39 @@ def load_classifier(ctx, stage_name, needed_by):
   return classifier
 
 
-def eval_dataset(ctx, domain_spec, split='test', batch_size=None, memo=None):
+def eval_dataset(ctx, domain_spec, split='test', batch_size=None, memo=None, section=None):
   """A split in order, unshuffled: whole (resized) images, segmentation labels at full size."""
   return pipeline.domain_dataset(
       domain_spec, split, ctx.image_shape,
       batch_size=int(batch_size or ctx.config.eval.batch_size), shuffle=False, repeat=False,
-      drop_remainder=False, memo=memo, crops=False, **data_options(ctx))
+      drop_remainder=False, memo=memo, crops=False, **data_options(ctx, section))
+
+
+def translate(ctx, generator, images, multiple=4):
+  """G(images) for whole images of any size, at the scale the generator was trained at.
+
+  Segmentation: the images are resized to the pixel stage's `resize_width` (if any) and back,
+  so G sees objects at the size it learnt them; sides that are not multiples of 4 (the
+  generators' two stride-2 levels) are reflect-padded at the bottom and right and the output
+  cropped back. Digit images (28, 32 px) go through unchanged.
+  """
+  height, width = images.shape[1], images.shape[2]
+  if not ctx.is_segmentation:
+    return generator(images, training=False)
+  width_for_g = resize_width(ctx.config, ctx.config.pixel)
+  dynamic_height, dynamic_width = tf.shape(images)[1], tf.shape(images)[2]
+  resized = images
+  if width_for_g:
+    size = pipeline.resized_size(dynamic_height, dynamic_width, width_for_g)
+    resized = tf.image.resize(images, size, method='bilinear', antialias=True)
+  rows, columns = tf.shape(resized)[1], tf.shape(resized)[2]
+  pad_rows, pad_columns = (-rows) % multiple, (-columns) % multiple
+  padded = tf.pad(resized, [[0, 0], [0, pad_rows], [0, pad_columns], [0, 0]], mode='REFLECT')
+  output = generator(padded, training=False)[:, :rows, :columns]
+  if width_for_g:
+    output = tf.clip_by_value(
+        tf.image.resize(output, [dynamic_height, dynamic_width], method='bilinear'), -1.0, 1.0)
+  return tf.ensure_shape(output, [None, height, width, None])
 
 
 def confusion_matrix(ctx, classifier, domain_spec, split='test', memo=None):
@@ -353,7 +389,7 @@ def supervised_stage(ctx, stage_name, domain_spec, classifier, num_train=None):
     return pipeline.domain_dataset(
         domain_spec, 'train', ctx.image_shape, batch_size=batch_size, shuffle=True,
         seed=epoch_seed(ctx.seed, epoch), drop_remainder=True, input_context=input_context,
-        memo=examples_memo, **data_options(ctx))
+        memo=examples_memo, **data_options(ctx, section))
 
   steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
   epochs, max_steps = stage_length(section, steps_per_epoch, int(ctx.config.max_steps))

@@ -154,7 +154,8 @@ class _SampleImages:
         images, _ = next(iter(dataset))
         return images
       images = [tf.image.resize_with_crop_or_pad(image[0], shape[0], shape[1])
-                for image, _ in common.eval_dataset(ctx, spec, batch_size=1).take(count)]
+                for image, _ in common.eval_dataset(ctx, spec, batch_size=1,
+                                                    section=ctx.config.pixel).take(count)]
       return tf.stack(images)
 
     self.source, self.target = first(ctx.pair.source), first(ctx.pair.target)
@@ -182,7 +183,7 @@ def translated_accuracies(ctx, nets, classifier):
   `fs_translated_source_accuracy`: f_S(G_ST(x_s)) against source labels (semantics kept).
   """
   def through(generator):
-    return lambda images, training: classifier(generator(images, training=training),
+    return lambda images, training: classifier(common.translate(ctx, generator, images),
                                                training=training)
 
   return {
@@ -228,7 +229,8 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
              for i, name in enumerate(('d_t', 'd_s'))}
   classifier.trainable = False
 
-  dataset_fn = common.paired_dataset_fn(ctx, ctx.pair.source, batch_size, image_shape)
+  dataset_fn = common.paired_dataset_fn(ctx, ctx.pair.source, batch_size, image_shape,
+                                        section=section)
 
   samples = _SampleImages(ctx, nets) if ctx.is_chief and with_samples else None
   every = max(int(section.image_every_steps), 1)

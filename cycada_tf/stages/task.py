@@ -71,21 +71,13 @@ def translate_source(ctx):
     datasets = {split: pipeline.domain_dataset(
         ctx.pair.source, split, ctx.image_shape, batch_size=int(ctx.config.eval.batch_size),
         data_dir=ctx.data_dir, shuffle=False) for split in ('train', 'test')}
-  translate = tf.function(lambda images: translate_whole(g_st, images), reduce_retracing=True)
+  translate = tf.function(lambda images: common.translate(ctx, g_st, images),
+                          reduce_retracing=True)
   print(f'[task] translating {ctx.pair.source} with G_ST into {directory}', flush=True)
   translated.write(directory, translate, datasets, info.num_classes, info.class_names,
                    produced_by=produced_by, task=ctx.pair.task)
   return directory
 
-
-def translate_whole(generator, images, multiple=4):
-  """G(images) for any height and width: the generator's two stride-2 levels need sides that
-  are multiples of 4, so other sizes are reflect-padded at the bottom and right and the output
-  cropped back. Sizes that are multiples already (every digit shape) go through unchanged."""
-  height, width = tf.shape(images)[1], tf.shape(images)[2]
-  pad_h, pad_w = (-height) % multiple, (-width) % multiple
-  padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode='REFLECT')
-  return generator(padded, training=False)[:, :height, :width]
 
 
 def build(ctx, fresh=False, num_train=None):
