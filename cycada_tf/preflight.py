@@ -161,6 +161,9 @@ def check_data(config, pair, data_dir, stage, explicit=()):
   if stage not in _TRAINING_STAGES:
     return
   from cycada_tf.data import pairs  # pylint: disable=g-import-not-at-top
+  for spec in (pair.source, pair.target):
+    if spec.startswith(domains.SEG_FOLDER_PREFIX):
+      domains.check_seg_folder(spec)
   source, target = (domains.domain_info(spec, data_dir) for spec in (pair.source, pair.target))
   pairs.check_compatible(source, target)
   classes = source.num_classes

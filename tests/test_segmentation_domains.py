@@ -431,3 +431,18 @@ def test_scene_domains_build_offline(name, tmp_path, monkeypatch):
   assert image.shape == tuple(scenes.IMAGE_SHAPE) and image.dtype == np.uint8
   assert label.shape == tuple(scenes.IMAGE_SHAPE[:2]) and label.dtype == np.uint8
   assert set(np.unique(label)) <= set(range(8)) | {255}
+
+
+def test_seg_folder_is_checked_whole_before_training(seg_folder):
+  # A bad test label fails at the start, not at the first evaluation after training; an id the
+  # class list does not have is named with its file.
+  root, _ = seg_folder
+  spec = f'seg_folder:{root}'
+  domains.check_seg_folder(spec)  # the fixture is valid
+  _grey_label(root / 'test' / 'labels' / 'c.png', [1], size=(W, H + 3))
+  with pytest.raises(UserError, match=r'labels/c\.png is 12x11'):
+    domains.check_seg_folder(spec)
+  _grey_label(root / 'test' / 'labels' / 'c.png', [7])
+  (root / 'classes.txt').write_text('road\ncar\nsky\nperson\n')
+  with pytest.raises(UserError, match=r'labels/c\.png has class id 7, but .* has 4 classes'):
+    domains.check_seg_folder(spec)

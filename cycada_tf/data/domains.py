@@ -677,6 +677,30 @@ def _max_label_id(stat_key):
   return largest
 
 
+def check_seg_folder(spec):
+  """Checks every image/label pair of both splits of a `seg_folder:` domain, before training.
+
+  Loading checks a split only when it is first read, which for the test split is at the first
+  evaluation, after training; and a label id the class list does not have would only fail
+  inside the loss. This reads every label's header and ids now and raises a UserError naming
+  the first bad file.
+  """
+  root = _seg_folder_root(spec)
+  num_classes = len(_seg_folder_class_names(root))
+  for split in SPLITS:
+    files = _seg_split_files(root, split)
+    for image_path, label_path in files:
+      _check_seg_pair(image_path, label_path)
+    if _max_label_id(_stat_key([label for _, label in files])) < num_classes:
+      continue
+    for _, label_path in files:
+      largest = _max_label_id(_stat_key([label_path]))
+      if largest >= num_classes:
+        raise UserError(f'label {label_path} has class id {largest}, but {spec} has '
+                        f'{num_classes} classes (ids 0..{num_classes - 1}, 255 = ignored). '
+                        f'Fix: correct the label, or list every class in {root}/{CLASSES_FILE}.')
+
+
 def _seg_folder_info(spec):
   root = _seg_folder_root(spec)
   counts = {split: len(_seg_split_files(root, split)) for split in SPLITS}
