@@ -115,8 +115,9 @@ def tiny_segmentation_config(**max_steps):
   config.model.update(width=0.25, generator_filters=4, discriminator_filters=4)
   config.train.update(log_every_steps=4, checkpoint_every_steps=8, steps_per_call=2,
                       monitor_every_epochs=1)
-  for name in ('source', 'target_only', 'task'):
-    config[name].update(batch_size=8, epochs=2)
+  config.source.update(batch_size=8, epochs=2)  # across an epoch boundary
+  for name in ('target_only', 'task'):
+    config[name].update(batch_size=8, epochs=1)
   config.pixel.update(batch_size=4, epochs=1, decay_epochs=0, crop_size=(32, 32),
                       image_every_steps=8)
   config.feature.update(batch_size=8, epochs=2, gate_window=4)
