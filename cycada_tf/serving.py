@@ -196,8 +196,7 @@ def _scaled(image, channels):
   The channel conversion is the pipeline's own function, applied as it applies it (on floats,
   before scaling), so a served pixel equals a trained one.
   """
-  to_channels = pipeline._to_channels  # pylint: disable=protected-access
-  return to_channels(tf.cast(image, tf.float32), channels) / 127.5 - 1.0
+  return pipeline.scale(pipeline.to_channels(tf.cast(image, tf.float32), channels))
 
 
 def scale_to_channels(images, channels):

@@ -30,7 +30,7 @@ def preprocess(image, image_shape, content_fraction=1.0):
   with black, so UCI digits (ink to the border) sit like MNIST's 20×20 digits in 28×28.
   """
   height, width, channels = image_shape
-  image = _to_channels(tf.cast(image, tf.float32), channels)
+  image = to_channels(tf.cast(image, tf.float32), channels)
   if content_fraction < 1.0:
     inner_h = max(1, round(height * content_fraction))
     inner_w = max(1, round(width * content_fraction))
@@ -42,7 +42,7 @@ def preprocess(image, image_shape, content_fraction=1.0):
   return tf.ensure_shape(image, [height, width, channels])
 
 
-def _to_channels(image, channels):
+def to_channels(image, channels):
   """Grey ↔ RGB; RGBA drops alpha. Works on float images."""
   if image.shape[-1] == 4:
     image = image[..., :3]
@@ -201,7 +201,7 @@ def resize_segmentation(image, label, resize_width, resize_label=True):
   class id and an interpolated id would be another class. Otherwise the label keeps its full
   resolution, which is where the metrics are computed.
   """
-  image = _to_channels(tf.cast(image, tf.float32), 3)
+  image = to_channels(tf.cast(image, tf.float32), 3)
   label = tf.cast(label, tf.uint8)
   if resize_width:
     size = resized_size(tf.shape(image)[0], tf.shape(image)[1], resize_width)
