@@ -173,11 +173,11 @@ def test_monitor_evaluates_on_the_chief_only(tmp_path, offline_data_dir, monkeyp
     raise AssertionError('a non-chief worker evaluated')
 
   monkeypatch.setattr(common, 'monitored_accuracy', fail)
-  monkeypatch.setattr(common, 'accuracy_on', fail)
+  monkeypatch.setattr(common, 'score_on', fail)
   assert _logged_epochs(ctx, stage, 2) == []
 
 
-def test_monitored_accuracy_equals_accuracy_on_and_reads_the_split_once(tmp_path,
+def test_monitored_accuracy_equals_score_on_and_reads_the_split_once(tmp_path,
                                                                         offline_data_dir):
   ctx = make_context(tmp_path, offline_data_dir, _config())
   with ctx.strategy.scope():
@@ -185,7 +185,7 @@ def test_monitored_accuracy_equals_accuracy_on_and_reads_the_split_once(tmp_path
   memo = {}
   first = common.monitored_accuracy(ctx, classifier, ctx.pair.target, memo)
   cached = dict(memo)
-  assert first == common.accuracy_on(ctx, classifier, ctx.pair.target)
+  assert first == common.score_on(ctx, classifier, ctx.pair.target)
   assert common.monitored_accuracy(ctx, classifier, ctx.pair.target, memo) == first
   assert len(memo) == 1 and all(memo[k] is v for k, v in cached.items())  # the same dataset
 

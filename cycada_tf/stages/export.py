@@ -37,6 +37,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from cycada_tf import metrics as metrics_lib
 from cycada_tf import serving
 from cycada_tf import trainer
 from cycada_tf.data import domains
@@ -95,29 +96,39 @@ def run(ctx, evaluate_target=True):
       ctx.stage_dir(STAGE), lambda: serving.ClassifierServer(classifier, ctx.image_shape,
                                                              target_fraction),
       verify, exported_from, f'{stage_name} classifier')
-  payload = {
+  payload = _network_payload(
+      stage_name, version, path, exported_from, checks,
+      details={'input_shape': list(ctx.image_shape), 'content_fraction': target_fraction},
+      bytes_sizes='sizes may differ',
+      outputs={'probabilities': f'float32 [N, {int(ctx.config.model.num_classes)}]',
+               'classes': 'int64 [N]'})
+  if evaluate_target:
+    payload.update(_target_score(ctx, tf.saved_model.load(path), classifier))
+  payload['translator'] = _export_translator(ctx) if ctx.is_done('pixel') else None
+  return common.write_stage_metrics(ctx, STAGE, payload)
+
+
+def _network_payload(stage_name, version, path, exported_from, checks, details, bytes_sizes,
+                     outputs):
+  """export/metrics.json for the task network (classifier or segmenter): where the version is,
+  what it was exported from, its signatures' inputs and `outputs`, and the save-time `checks`.
+  `details` are the family's own fields; `bytes_sizes` says whether `serve_bytes` images of
+  one request may differ in size."""
+  return {
       'exported_stage': stage_name,
       'version': version,
       'path': path,
       'exported_from': exported_from,
       'signatures': list(serving.SIGNATURES),
-      'input_shape': list(ctx.image_shape),
-      'content_fraction': target_fraction,
+      **details,
       'inputs': {
           'serving_default': 'images: uint8 [N, H, W, C], C in {1, 3}, any H and W',
           'serve_bytes': 'images: string [N], encoded PNG or JPEG (GIF, BMP, WebP: first '
-                         'frame), sizes may differ',
+                         f'frame), {bytes_sizes}',
       },
-      'outputs': {
-          'probabilities': f'float32 [N, {int(ctx.config.model.num_classes)}]',
-          'classes': 'int64 [N]',
-      },
+      'outputs': outputs,
       **checks,
   }
-  if evaluate_target:
-    payload.update(_target_accuracies(ctx, tf.saved_model.load(path), classifier))
-  payload['translator'] = _export_translator(ctx) if ctx.is_done('pixel') else None
-  return common.write_stage_metrics(ctx, STAGE, payload)
 
 
 def is_current(ctx):
@@ -234,32 +245,34 @@ def _check_classifier(loaded, classifier, image_shape, content_fraction, seed):
   return difference
 
 
-def _target_accuracies(ctx, loaded, classifier):
-  """Accuracy on the target test split: the SavedModel on raw images, Keras via the pipeline.
+def _target_score(ctx, loaded, network):
+  """The target test score (accuracy, or mIoU): the SavedModel on the raw images, and the Keras
+  model through the pipeline.
 
   The two should agree exactly: a gap means the serving graph preprocesses differently from
-  training. A data problem (say the target domain is not prepared on this machine) does not undo
-  the export; it is reported and the accuracies are left out.
+  training. Same-sized images go in batches; a folder domain of mixed sizes, and whole street
+  scenes (a real pair's differ in size), one at a time. A data problem (say the target domain is
+  not prepared on this machine) does not undo the export; it is reported and the scores are left
+  out.
   """
+  key = ctx.score_key('target_test')
   try:
     dataset = domains.load_domain(ctx.pair.target, 'test', ctx.data_dir)
-    keras_accuracy = common.accuracy_on(ctx, classifier, ctx.pair.target)
+    keras_score = common.score_on(ctx, network, ctx.pair.target)
   except UserError as e:
-    print(f'[{STAGE}] skipped the target test accuracy: {e}', flush=True)
-    return {'target_test_accuracy': None, 'target_test_accuracy_skipped': str(e)}
-  # Same-sized images batch; a folder domain of mixed sizes has to go one at a time.
-  fixed_size = dataset.element_spec[0].shape.is_fully_defined()
-  batch_size = int(ctx.config.eval.batch_size) if fixed_size else 1
+    print(f'[{STAGE}] skipped the target test {ctx.score_name}: {e}', flush=True)
+    return {key: None, f'{key}_skipped': str(e)}
+  fixed_size = dataset.element_spec[0].shape.is_fully_defined() and not ctx.is_segmentation
+  output = 'class_map' if ctx.is_segmentation else 'classes'
   serve = loaded.signatures['serving_default']
-  correct = total = 0
-  for images, labels in dataset.batch(batch_size):
+  matrix = metrics_lib.ConfusionMatrix(int(ctx.config.model.num_classes))
+  total = 0
+  for images, labels in dataset.batch(int(ctx.config.eval.batch_size) if fixed_size else 1):
     if images.shape[-1] == 4:  # the pipeline drops alpha; the signature accepts 1 or 3 channels
       images = images[..., :3]
-    classes = serve(images=images)['classes'].numpy()
-    correct += int(np.sum(classes == labels.numpy()))
+    matrix.update(labels.numpy(), serve(images=images)[output].numpy())
     total += int(labels.shape[0])
-  return {'target_test_accuracy': correct / max(total, 1),
-          'keras_target_test_accuracy': keras_accuracy,
+  return {key: common.score(ctx, matrix.matrix), f'keras_{key}': keras_score,
           'target_test_examples': total}
 
 
@@ -292,49 +305,15 @@ def _export_segmenter(ctx, stage_name, segmenter, evaluate_target):
           segmenter, num_classes, channels=3, warmup_size=ctx.image_shape[:2],
           resize_width=resize_width),
       verify, exported_from, f'{stage_name} segmenter')
-  payload = {
-      'exported_stage': stage_name,
-      'version': version,
-      'path': path,
-      'exported_from': exported_from,
-      'signatures': list(serving.SIGNATURES),
-      'resize_width': resize_width,
-      'inputs': {
-          'serving_default': 'images: uint8 [N, H, W, C], C in {1, 3}, any H and W',
-          'serve_bytes': 'images: string [N], encoded PNG or JPEG (GIF, BMP, WebP: first '
-                         'frame), one size per request',
-      },
-      'outputs': {
-          'class_map': 'uint8 [N, H, W], at the input\'s resolution',
-          'probabilities': f'float32 [N, H, W, {num_classes}]',
-      },
-      **checks,
-  }
+  payload = _network_payload(
+      stage_name, version, path, exported_from, checks,
+      details={'resize_width': resize_width}, bytes_sizes='one size per request',
+      outputs={'class_map': 'uint8 [N, H, W], at the input\'s resolution',
+               'probabilities': f'float32 [N, H, W, {num_classes}]'})
   if evaluate_target:
-    payload.update(_target_miou(ctx, tf.saved_model.load(path), segmenter))
+    payload.update(_target_score(ctx, tf.saved_model.load(path), segmenter))
   payload['translator'] = _export_translator(ctx) if ctx.is_done('pixel') else None
   return common.write_stage_metrics(ctx, STAGE, payload)
-
-
-def _target_miou(ctx, loaded, segmenter):
-  """mIoU on the target test split: the SavedModel on the raw images, one at a time (whole
-  images of a real pair differ in size), and the Keras model through the pipeline."""
-  from cycada_tf import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  try:
-    dataset = domains.load_domain(ctx.pair.target, 'test', ctx.data_dir)
-    keras_miou = common.score_on(ctx, segmenter, ctx.pair.target)
-  except UserError as e:
-    print(f'[{STAGE}] skipped the target test mIoU: {e}', flush=True)
-    return {'target_test_miou': None, 'target_test_miou_skipped': str(e)}
-  serve = loaded.signatures['serving_default']
-  matrix = metrics_lib.ConfusionMatrix(int(ctx.config.model.num_classes))
-  total = 0
-  for image, label in dataset:
-    class_map = serve(images=image[None])['class_map'][0]
-    matrix.update(label.numpy(), class_map.numpy())
-    total += 1
-  return {'target_test_miou': float(metrics_lib.mean_iou(matrix.matrix)),
-          'keras_target_test_miou': keras_miou, 'target_test_examples': total}
 
 
 def _export_translator(ctx):
