@@ -19,10 +19,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (`--no-loadscope-reorder`): starting the longest ones first keeps a worker from picking up a
 # four-minute file when the others are nearly done. Other modules keep their usual order.
 LONGEST_MODULES = (
-    'test_replica_stages.py', 'test_segmentation_stages.py', 'test_all.py', 'test_bench.py',
-    'test_multi_worker.py', 'test_distribute.py', 'test_stages.py', 'test_translated_cache.py',
-    'test_inspect.py', 'test_cli_errors.py', 'test_export.py', 'test_monitoring.py',
-    'test_pixel_images.py', 'test_segmentation_models.py', 'test_scenes_builder.py',
+    'test_replica_stages.py', 'test_all.py', 'test_segmentation_stages.py',
+    'test_multi_worker.py', 'test_segmentation_replicas.py', 'test_bench.py',
+    'test_distribute.py', 'test_stages.py', 'test_translated_cache.py', 'test_inspect.py',
+    'test_cli_errors.py', 'test_export.py', 'test_monitoring.py', 'test_pixel_images.py',
+    'test_segmentation_models.py', 'test_scenes_builder.py',
 )
 
 

@@ -85,7 +85,7 @@ def test_stage_runs_every_step_on_two_replicas(replica_run, stage):
 
 
 EPOCH_CHECK = r'''
-import collections, hashlib, sys
+import collections, functools, hashlib, sys
 import numpy as np
 import tensorflow as tf
 from cycada_tf import distribute, models, trainer
@@ -104,7 +104,9 @@ ctx.strategy = strategy
 def key(image):
   return hashlib.sha1(np.round(image * 127.5).astype(np.int16).tobytes()).hexdigest()
 
+@functools.lru_cache(maxsize=None)
 def split_counts(spec):
+  """How often each image occurs in the domain's train split (read once per domain)."""
   dataset = pipeline.domain_dataset(spec, 'train', ctx.image_shape, batch_size=500,
                                     data_dir=data_dir)
   return collections.Counter(key(x) for images, _ in dataset for x in images.numpy())

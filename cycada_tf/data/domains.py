@@ -484,13 +484,19 @@ def _verify_image(path):
                     'Fix: convert it to PNG or delete it.')
 
 
-def _load_folder(spec, split):
-  """Decodes every image to 3 uint8 channels; `preprocess` resizes and picks the channels."""
-  root = _folder_root(spec)
+def _existing_split_dir(root, split, layout):
+  """`root/split`, or one line saying to create it with `layout` (formatted with its path)."""
   split_dir = os.path.join(root, split)
   if not os.path.isdir(split_dir):
     raise UserError(f'split directory {split_dir} does not exist. Fix: create '
-                    f'{split_dir}/<class>/<image> with PNG or JPEG images.')
+                    f'{layout.format(split_dir)}.')
+  return split_dir
+
+
+def _load_folder(spec, split):
+  """Decodes every image to 3 uint8 channels; `preprocess` resizes and picks the channels."""
+  root = _folder_root(spec)
+  split_dir = _existing_split_dir(root, split, '{}/<class>/<image> with PNG or JPEG images')
   files = _list_images(split_dir)
   if not files:
     raise UserError(f'split directory {split_dir} has no PNG/JPEG images. Fix: put images in '
@@ -712,10 +718,7 @@ def _seg_folder_info(spec):
 def _load_seg_folder(spec, split):
   """(uint8 image [H, W, 3], uint8 label map [H, W]) of every pair, checked before reading."""
   root = _seg_folder_root(spec)
-  split_dir = os.path.join(root, split)
-  if not os.path.isdir(split_dir):
-    raise UserError(f'split directory {split_dir} does not exist. Fix: create '
-                    f'{split_dir}/images/<name> and {split_dir}/labels/<name>.png.')
+  split_dir = _existing_split_dir(root, split, '{0}/images/<name> and {0}/labels/<name>.png')
   files = _seg_split_files(root, split)
   if not files:
     raise UserError(f'{split_dir}/images has no PNG/JPEG images. Fix: put images there and '
