@@ -557,8 +557,8 @@ def monitored_accuracy(ctx, classifier, domain_spec, memo):
 
   Without a memo, `score_on` reads and preprocesses the split again on every call: 1.0 and
   1.4 s for the UCI and MNIST test splits on a busy 2-core machine, against 0.17 and 0.30 s
-  from memory, and a UCI training epoch takes about 0.3 s. With the stage's `memo` (and `data.cache`) only the first
-  call reads; the others are the classifier's forward passes.
+  from memory, and a UCI training epoch takes about 0.3 s. With the stage's `memo` (and
+  `data.cache`) only the first call reads; the others are the classifier's forward passes.
   """
   return score_on(ctx, classifier, domain_spec, memo=memo)
 
