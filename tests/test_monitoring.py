@@ -178,7 +178,7 @@ def test_monitor_evaluates_on_the_chief_only(tmp_path, offline_data_dir, monkeyp
 
 
 def test_monitored_accuracy_equals_score_on_and_reads_the_split_once(tmp_path,
-                                                                        offline_data_dir):
+                                                                     offline_data_dir):
   ctx = make_context(tmp_path, offline_data_dir, _config())
   with ctx.strategy.scope():
     classifier = common.new_classifier(ctx)
