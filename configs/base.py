@@ -96,6 +96,9 @@ def get_config():
       # train: the source encoder and f_T both in training mode, dropout on (release's
       # net.train()) | inference: both without dropout. Never one of each (D_feat would see it).
       encoder_mode='train',
+      # f_T's source-side task loss in each f_T update, beside the adversarial loss (paper
+      # Eq. 6's f_T terms); 0 is the release's ADDA step, adversarial loss only.
+      task_weight=0.0,
   ))
   config.eval = ml_collections.ConfigDict(dict(batch_size=500))
   return config

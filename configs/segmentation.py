@@ -97,6 +97,7 @@ def get_config():
       stop_patience_epochs=1,
       epoch_length='shorter',
       encoder_mode='train',
+      task_weight=0.0,
   ))
   # Whole images of different sizes cannot share a batch.
   config.eval = ml_collections.ConfigDict(dict(batch_size=1, grid_examples=4))

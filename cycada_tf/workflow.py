@@ -63,6 +63,18 @@ def stage_scope(stage, ctx, precision_name=None, kernel_path=None):
     yield
 
 
+def check_config(stage, config):
+  """Refuses the bad settings of every stage `stage` runs (all of the pipeline's for `all`)
+  before any of them trains: a typo in a feature setting fails in a second, not after the pixel
+  stage's hour. Each stage module may define `check_config(config)` raising a UserError."""
+  validate_stage(stage)
+  for name in PIPELINE if stage == 'all' else (stage,):
+    module = importlib.import_module(f'cycada_tf.stages.{_STAGES[name][0]}')
+    check = getattr(module, 'check_config', None)
+    if check is not None:
+      check(config)
+
+
 def validate_stage(stage):
   if stage not in STAGES:
     raise UserError(f'unknown --stage={stage!r}; valid stages: {", ".join(STAGES)}.')

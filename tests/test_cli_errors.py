@@ -59,6 +59,13 @@ def test_flag_mistakes_are_one_line_and_exit_2(tmp_path, flag, pattern):
   _assert_one_line_error(_main(['--stage=source', flag], tmp_path), pattern)
 
 
+def test_stage_all_refuses_a_later_stages_bad_setting_before_training(tmp_path):
+  """`--stage=all` checks the feature stage's settings before the source stage trains."""
+  result = _main(['--stage=all', f'--model_dir={tmp_path / "run"}',
+                  '--config.feature.encoder_mode=eval'], tmp_path)
+  _assert_one_line_error(result, "--config.feature.encoder_mode='eval'; valid: train, inference.")
+
+
 def test_bad_model_dir_and_small_batch_fail_before_any_work(tmp_path, offline_data_dir):
   a_file = tmp_path / 'file'
   a_file.write_text('x')

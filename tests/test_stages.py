@@ -96,9 +96,12 @@ def test_feature_stage_reports_updates_and_reason(pipeline_dir):
   assert metrics['source_side'] == common.translated_source_spec(pipeline_dir)
   assert metrics['f_t_updates'] >= 0
   assert metrics['stop_reason']
+  assert 0.0 <= metrics['translated_source_test_accuracy'] <= 1.0  # the label-free signal
   events = os.path.join(pipeline_dir.stage_dir('feature'), 'train')
   assert scalars(events, 'monitor/target_test_accuracy')
   assert scalars(events, 'gated_off')
+  if pipeline_dir.config.feature.task_weight and metrics['f_t_updates']:
+    assert any(scalars(events, 'loss/target_task'))
 
 
 def test_eval_writes_confusion_matrix(pipeline_dir):

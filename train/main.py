@@ -139,6 +139,7 @@ def build_context(training_run=True, check_data=True):
   # set per stage by `workflow` (export always builds float32 models).
   precision.policy_name(config.train.get('precision', 'fp32'))
   kernels.check_choice(config.train.get('kernels', 'auto'))  # devices are not set up yet
+  workflow.check_config(FLAGS.stage, config)
   tfds.disable_progress_bar()
   keras.utils.set_random_seed(int(config.seed))
   tf.config.experimental.enable_op_determinism()

@@ -11,6 +11,11 @@ Gating (paper appendix 6.1): f_T is updated only while D_feat's accuracy, averag
 f_T update stop the stage (the release: one). The gate is decided in cross-replica context from
 the global accuracy, so every replica and every worker takes the same branch. Both sides run in
 the same mode (`encoder_mode`), so D_feat can only separate them by what the domains differ in.
+
+`task_weight` adds L_task(f_T, source side, source labels) to each f_T update, the f_T terms of
+the paper's full objective (Eq. 6: L_task + L_GAN(f_T, D_feat)); 0 is the release's staged ADDA
+step, adversarial loss only. The term shares the adversarial step's gate, so the stop rule still
+means "D_feat was never good enough to follow".
 """
 
 import tensorflow as tf
@@ -34,13 +39,18 @@ def stage_name_for(config):
   return 'feature' if config.feature.from_stage == 'task' else 'feature_only'
 
 
-def _validate(section, discriminator_input):
+def check_config(config):
+  """Raises a UserError for a feature setting no run can use (called before any stage trains)."""
+  section, discriminator_input = config.feature, config.model.feature_discriminator_input
   for key, value, valid in (('from_stage', section.from_stage, FROM_STAGES),
                             ('source_encoder', section.source_encoder, SOURCE_ENCODERS),
                             ('encoder_mode', section.encoder_mode, ENCODER_MODES),
                             ('epoch_length', section.epoch_length, common.EPOCH_LENGTHS)):
     if value not in valid:
       raise UserError(f'--config.feature.{key}={value!r}; valid: {", ".join(valid)}.')
+  if float(section.task_weight) < 0:
+    raise UserError(f'--config.feature.task_weight={section.task_weight}; it weights a loss, '
+                    'so it must be 0 (the release) or more.')
   if discriminator_input not in DISCRIMINATOR_INPUTS:
     raise UserError(f'--config.model.feature_discriminator_input={discriminator_input!r}; '
                     f'valid: {", ".join(DISCRIMINATOR_INPUTS)}.')
@@ -114,6 +124,8 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
   training = section.encoder_mode == 'train'
   # f_T's adversarial loss relative to D_feat's: 1 for digits, 0.1 for segmentation (SPEC §4).
   adversarial_weight = float(section.get('adversarial_weight', 1.0))
+  # Eq. 6's L_task(f_T, G_ST(X_S), Y_S) beside the adversarial loss; 0 (the release) skips it.
+  task_weight = float(section.task_weight)
 
   def represent(network, images):
     logits, features = network(images, training=training)
@@ -134,14 +146,19 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
             'discriminator_accuracy': tf.reduce_sum(correct) / (2.0 * batch_size)}
 
   def target_step(batch):
-    _, (xt, _) = batch
+    (xs, ys), (xt, _) = batch
     with tf.GradientTape() as tape:
       d_target = discriminator(represent(f_t, xt), training=True)
-      loss = adversarial_weight * losses.average(losses.feature_generator_loss(d_target),
-                                                 batch_size)
+      adversarial = adversarial_weight * losses.average(
+          losses.feature_generator_loss(d_target), batch_size)
+      task = tf.constant(0.0)
+      if task_weight:
+        source_logits, _ = f_t(xs, training=training)
+        task = task_weight * losses.average(losses.task_loss(ys, source_logits), batch_size)
+      loss = adversarial + task
     variables = f_t.trainable_variables
     f_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return loss
+    return adversarial, task
 
   def summed(per_replica):
     return tf.nest.map_structure(
@@ -153,15 +170,17 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
 
     def update():
       gate.updates.assign_add(1)
-      return summed(strategy.run(target_step, args=(batch,))), tf.constant(1.0)
+      return summed(strategy.run(target_step, args=(batch,))) + (tf.constant(1.0),)
 
     def skip():
-      return tf.constant(0.0), tf.constant(0.0)
+      return tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
 
-    target_loss, updated = tf.cond(gate_open(window_accuracy, section.gate_threshold),
-                                   update, skip)
-    outputs.update({'loss/target_adversarial': target_loss, 'updated': updated,
+    adversarial, task, updated = tf.cond(gate_open(window_accuracy, section.gate_threshold),
+                                         update, skip)
+    outputs.update({'loss/target_adversarial': adversarial, 'updated': updated,
                     'gated_off': 1.0 - updated, 'gate_window_accuracy': window_accuracy})
+    if task_weight:
+      outputs['loss/target_task'] = task
     return outputs
 
   if num_train is None:
@@ -200,7 +219,7 @@ def build(ctx, fresh=False, num_train=None):
   examples per epoch, reading G_ST(source) if `task` wrote it, else the source domain.
   """
   section = ctx.config.feature
-  _validate(section, ctx.config.model.feature_discriminator_input)
+  check_config(ctx.config)
   stage_name = stage_name_for(ctx.config)
   from_stage = section.from_stage
   encoder_stage = from_stage if section.source_encoder == 'init' else 'source'
@@ -237,14 +256,27 @@ def new_discriminator(ctx, f_t):
 
 
 def run(ctx):
-  """Adapts f_T's representation to the target domain and writes metrics.json."""
+  """Adapts f_T's representation to the target domain and writes metrics.json.
+
+  Beside the test scores, f_T's score on the source side's test split (G_ST(source) for
+  pixel+feat, as `task` reports it): a signal without target labels of how much of the labelled
+  task adaptation kept.
+  """
   stage, networks = build(ctx)
   result = common.fit(ctx, stage)
   from_stage = ctx.config.feature.from_stage
-  metrics = common.write_stage_metrics(ctx, stage.name, lambda: dict(
-      common.test_metrics(ctx, networks['classifier']), **common.fit_summary(result),
-      initialised_from=from_stage, source_side=networks['source_side'],
-      **{ctx.score_key('initial_target_test'):
-         ctx.read_metrics(from_stage)[ctx.score_key('target_test')]},
-      f_t_updates=int(networks['gate'].updates.numpy())))
+  classifier, source_side = networks['classifier'], networks['source_side']
+
+  def payload():
+    metrics = dict(common.test_metrics(ctx, classifier), **common.fit_summary(result),
+                   initialised_from=from_stage, source_side=source_side,
+                   **{ctx.score_key('initial_target_test'):
+                      ctx.read_metrics(from_stage)[ctx.score_key('target_test')]},
+                   f_t_updates=int(networks['gate'].updates.numpy()))
+    if source_side != ctx.pair.source:
+      metrics[ctx.score_key('translated_source_test')] = common.score_on(ctx, classifier,
+                                                                         source_side)
+    return metrics
+
+  metrics = common.write_stage_metrics(ctx, stage.name, payload)
   return common.log_hparams(ctx, stage.name, metrics)

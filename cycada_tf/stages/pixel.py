@@ -201,6 +201,17 @@ def stage_image_shape(ctx):
   return ctx.image_shape
 
 
+def check_config(config):
+  """Raises a UserError for a pixel setting no run can use (called before any stage trains)."""
+  section = config.pixel
+  if section.semantic_labels not in SEMANTIC_LABELS:
+    raise UserError(f'--config.pixel.semantic_labels={section.semantic_labels!r}; valid: '
+                    f'{", ".join(SEMANTIC_LABELS)}.')
+  if section.epoch_length not in common.EPOCH_LENGTHS:
+    raise UserError(f'--config.pixel.epoch_length={section.epoch_length!r}; valid: '
+                    f'{", ".join(common.EPOCH_LENGTHS)}.')
+
+
 def build_stage(ctx, classifier, num_train=None, with_samples=True):
   """The pixel `trainer.Stage`; `classifier` is the frozen f_S.
 
@@ -208,10 +219,8 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
   `with_samples=False` skips the test images for summaries: `train.bench` sets both to build the
   real step offline. Returns (stage, nets, samples or None).
   """
+  check_config(ctx.config)
   section = ctx.config.pixel
-  if section.semantic_labels not in SEMANTIC_LABELS:
-    raise UserError(f'--config.pixel.semantic_labels={section.semantic_labels!r}; valid: '
-                    f'{", ".join(SEMANTIC_LABELS)}.')
   batch_size = int(section.batch_size)
   if num_train is None:
     num_train = common.paired_train_size(ctx, ctx.pair.source, section.epoch_length)

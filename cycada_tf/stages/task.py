@@ -96,6 +96,11 @@ def build(ctx, fresh=False, num_train=None):
   return stage, {'classifier': classifier}
 
 
+def check_config(config):
+  """Raises a UserError for a task setting no run can use (called before any stage trains)."""
+  _checked(config.task)
+
+
 def _checked(section):
   if section.init_from not in INIT_FROM:
     raise UserError(f'--config.task.init_from={section.init_from!r}; valid: '
