@@ -3,7 +3,8 @@ r"""The paper's protocol: the full pipeline for N seeds, then mean ± standard e
     python -m train.reproduce --dataset=uci_mnist --seeds=4 [--model_dir=runs/reproduce] \
         [-- --config.source.epochs=5 ...]
 
-Each seed runs in its own process (`train.main --stage=all`, then the feature-only / ADDA stage)
+Each seed runs in its own process (`train.main --stage=all`, then the feature-only / ADDA stage,
+without the task loss some configs add to the feature stage)
 into `<model_dir>/<pair>/seed_<k>/`, so an interrupted reproduction resumes where it stopped.
 Arguments after `--` are passed to every `train.main` call. Writes `results.json` and
 `results.md` (the paper's Table 2 layout) into `<model_dir>/<pair>/`.
@@ -28,17 +29,20 @@ flags.DEFINE_string('data_dir', None, 'TFDS data directory.')
 flags.DEFINE_bool('feature_only', True, 'Also run the feature-only (ADDA) baseline.')
 
 
-def seed_commands(seed_dir, seed, extra_args):
+def seed_commands(dataset, seed_dir, seed, extra_args, data_dir=None, feature_only=True):
   """(stage directory that marks it done, command) for one seed: the pipeline, then ADDA."""
-  base = [sys.executable, '-m', 'train.main', f'--dataset={FLAGS.dataset}',
+  base = [sys.executable, '-m', 'train.main', f'--dataset={dataset}',
           f'--model_dir={seed_dir}', f'--seed={seed}']
-  if FLAGS.data_dir:
-    base.append(f'--data_dir={FLAGS.data_dir}')
+  if data_dir:
+    base.append(f'--data_dir={data_dir}')
   # `all` skips its own finished stages, so it is always safe to rerun.
   commands = [(None, base + ['--stage=all'] + extra_args)]
-  if FLAGS.feature_only:
-    commands.append(('feature_only', base + ['--stage=feature',
-                                             '--config.feature.from_stage=source'] + extra_args))
+  if feature_only:
+    # The paper's baseline row is ADDA: adversarial f_T updates only, whatever task loss the
+    # pair's pixel+feat stage adds (`feature.task_weight`); a later `--` argument still wins.
+    adda = ['--stage=feature', '--config.feature.from_stage=source',
+            '--config.feature.task_weight=0']
+    commands.append(('feature_only', base + adda + extra_args))
   return commands
 
 
@@ -48,7 +52,8 @@ def main(argv):
   runs = []
   for seed in range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds):
     seed_dir = os.path.join(root, f'seed_{seed}')
-    for done_stage, command in seed_commands(seed_dir, seed, extra_args):
+    for done_stage, command in seed_commands(FLAGS.dataset, seed_dir, seed, extra_args,
+                                             FLAGS.data_dir, FLAGS.feature_only):
       if done_stage and os.path.exists(os.path.join(seed_dir, done_stage, 'metrics.json')):
         continue
       print('[reproduce]', ' '.join(command[1:]), flush=True)
