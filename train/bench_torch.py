@@ -22,7 +22,8 @@ same numpy arrays, NCHW), running the same updates:
            frozen classifier in inference mode]), then one of D_T and one of D_S, each on real
            images and fakes from its own 50-image pool (CycleGAN's ImagePool).
   feature  the D_feat step on frozen-encoder / f_T outputs, then the f_T step with the gate
-           open (as `train.bench --feature_gate=open`, its default).
+           open (as `train.bench --feature_gate=open`, its default), with the config's
+           source-side task loss (`feature.task_weight`) when it sets one.
 
 Timing: `--steps` steps in calls of `config.train.steps_per_call` after `--warmup` calls, as
 `train.bench` counts them. TF's and PyTorch's calls alternate (`train.bench.time_calls`: call k
@@ -458,8 +459,9 @@ def build_torch_step(config, stage_name, image_shape, example, seed):
 
   # feature
   section = config.feature
-  (xs, _), (xt, _) = example
-  xs, xt = to_nchw(xs), to_nchw(xt)
+  (xs, ys), (xt, _) = example
+  xs, xt, ys = to_nchw(xs), to_nchw(xt), torch.from_numpy(ys).long()
+  task_weight = float(section.task_weight)  # Eq. 6's source-side task loss, as feature.py
   batch = xs.shape[0]
   use_logits = model.feature_discriminator_input == 'logits'
   f_t, source_encoder = classifier(), classifier()
@@ -492,8 +494,11 @@ def build_torch_step(config, stage_name, image_shape, example, seed):
     # The gate is open (train.bench's --feature_gate=open): every step also updates f_T.
     _requires_grad([discriminator], False)
     target_loss = F.cross_entropy(discriminator(represent(f_t, xt)), source_label)
+    f_loss = target_loss
+    if task_weight:
+      f_loss = f_loss + task_weight * F.cross_entropy(f_t(xs)[0], ys)
     f_optimizer.zero_grad(set_to_none=True)
-    target_loss.backward()
+    f_loss.backward()
     f_optimizer.step()
     _requires_grad([discriminator], True)
     return {'loss/discriminator': d_loss.detach(), 'discriminator_accuracy': accuracy.float(),
