@@ -75,8 +75,9 @@ def test_without_task_term_the_step_is_adversarial_only(tmp_path, offline_data_d
     np.testing.assert_array_equal(got, want)
 
 
-def test_negative_task_weight_is_refused(tmp_path, offline_data_dir):
+@pytest.mark.parametrize('weight', [-1.0, float('nan')])
+def test_negative_or_nan_task_weight_is_refused(tmp_path, offline_data_dir, weight):
   config = tiny_config()
-  config.feature.task_weight = -1.0
-  with pytest.raises(UserError, match=r'task_weight=-1.0; it weights a loss'):
+  config.feature.task_weight = weight
+  with pytest.raises(UserError, match=rf'task_weight={weight}; it weights a loss'):
     workflow.run('feature', make_context(tmp_path, offline_data_dir, config))

@@ -2,7 +2,7 @@
 
 `feature` (pixel+feat) starts f_T from the `task` model and uses translated source G_ST(x_s) as
 the source side; `--config.feature.from_stage=source` starts from f_S on untranslated source
-(feature only, i.e. ADDA) and writes to `<model_dir>/feature_only/`. The source side is seen
+(feature only; ADDA with `task_weight=0`) and writes to `<model_dir>/feature_only/`. The source side is seen
 through a frozen copy of the starting model (`source_encoder=init`, as the release's ADDA code
 does) or through f_S itself (`source_encoder=source`, Eq. 5 read literally).
 
@@ -17,6 +17,8 @@ the paper's full objective (Eq. 6: L_task + L_GAN(f_T, D_feat)); 0 is the releas
 step, adversarial loss only. The term shares the adversarial step's gate, so the stop rule still
 means "D_feat was never good enough to follow".
 """
+
+import math
 
 import tensorflow as tf
 
@@ -48,9 +50,10 @@ def check_config(config):
                             ('epoch_length', section.epoch_length, common.EPOCH_LENGTHS)):
     if value not in valid:
       raise UserError(f'--config.feature.{key}={value!r}; valid: {", ".join(valid)}.')
-  if float(section.task_weight) < 0:
-    raise UserError(f'--config.feature.task_weight={section.task_weight}; it weights a loss, '
-                    'so it must be 0 (the release) or more.')
+  task_weight = float(section.get('task_weight', 0.0))
+  if not math.isfinite(task_weight) or task_weight < 0:
+    raise UserError(f'--config.feature.task_weight={task_weight}; it weights a loss, so it must '
+                    'be 0 (the release) or more.')
   if discriminator_input not in DISCRIMINATOR_INPUTS:
     raise UserError(f'--config.model.feature_discriminator_input={discriminator_input!r}; '
                     f'valid: {", ".join(DISCRIMINATOR_INPUTS)}.')
@@ -125,7 +128,8 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
   # f_T's adversarial loss relative to D_feat's: 1 for digits, 0.1 for segmentation (SPEC §4).
   adversarial_weight = float(section.get('adversarial_weight', 1.0))
   # Eq. 6's L_task(f_T, G_ST(X_S), Y_S) beside the adversarial loss; 0 (the release) skips it.
-  task_weight = float(section.task_weight)
+  # In `train` mode the source batch also moves f_T's batch-norm statistics (DTN, DRN-26).
+  task_weight = float(section.get('task_weight', 0.0))
 
   def represent(network, images):
     logits, features = network(images, training=training)
@@ -151,14 +155,14 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
       d_target = discriminator(represent(f_t, xt), training=True)
       adversarial = adversarial_weight * losses.average(
           losses.feature_generator_loss(d_target), batch_size)
-      task = tf.constant(0.0)
+      terms = (adversarial,)
       if task_weight:
         source_logits, _ = f_t(xs, training=training)
-        task = task_weight * losses.average(losses.task_loss(ys, source_logits), batch_size)
-      loss = adversarial + task
+        terms += (task_weight * losses.average(losses.task_loss(ys, source_logits), batch_size),)
+      loss = tf.add_n(terms)
     variables = f_t.trainable_variables
     f_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return adversarial, task
+    return terms  # the task term only when there is one: nothing to all-reduce otherwise
 
   def summed(per_replica):
     return tf.nest.map_structure(
@@ -168,19 +172,20 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
     outputs = summed(strategy.run(discriminator_step, args=(batch,)))
     window_accuracy = gate.record(outputs['discriminator_accuracy'])
 
+    # (updated, the adversarial loss[, the task loss]), zeros when the gate is shut.
     def update():
       gate.updates.assign_add(1)
-      return summed(strategy.run(target_step, args=(batch,))) + (tf.constant(1.0),)
+      return (tf.constant(1.0),) + tuple(summed(strategy.run(target_step, args=(batch,))))
 
     def skip():
-      return tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
+      return (tf.constant(0.0),) * (3 if task_weight else 2)
 
-    adversarial, task, updated = tf.cond(gate_open(window_accuracy, section.gate_threshold),
-                                         update, skip)
+    updated, adversarial, *task = tf.cond(gate_open(window_accuracy, section.gate_threshold),
+                                          update, skip)
     outputs.update({'loss/target_adversarial': adversarial, 'updated': updated,
                     'gated_off': 1.0 - updated, 'gate_window_accuracy': window_accuracy})
-    if task_weight:
-      outputs['loss/target_task'] = task
+    if task:
+      outputs['loss/target_task'] = task[0]
     return outputs
 
   if num_train is None:
