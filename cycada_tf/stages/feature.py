@@ -2,9 +2,9 @@
 
 `feature` (pixel+feat) starts f_T from the `task` model and uses translated source G_ST(x_s) as
 the source side; `--config.feature.from_stage=source` starts from f_S on untranslated source
-(feature only; ADDA with `task_weight=0`) and writes to `<model_dir>/feature_only/`. The source side is seen
-through a frozen copy of the starting model (`source_encoder=init`, as the release's ADDA code
-does) or through f_S itself (`source_encoder=source`, Eq. 5 read literally).
+(feature only; ADDA with `task_weight=0`) and writes to `<model_dir>/feature_only/`. The source
+side is seen through a frozen copy of the starting model (`source_encoder=init`, as the release's
+ADDA code does) or through f_S itself (`source_encoder=source`, Eq. 5 read literally).
 
 Gating (paper appendix 6.1): f_T is updated only while D_feat's accuracy, averaged over the last
 `gate_window` steps, is above `gate_threshold`; `stop_patience_epochs` epochs in a row with no
