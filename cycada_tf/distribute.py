@@ -25,6 +25,7 @@ import time
 import tensorflow as tf
 
 from cycada_tf.errors import UserError
+from cycada_tf.errors import check_choice
 
 STRATEGIES = ('auto', 'one_device', 'mirrored', 'multi_worker')
 
@@ -44,8 +45,7 @@ def configure_cpu_replicas(num_replicas):
 
 def create_strategy(name='auto', cpu_replicas=0):
   """Returns the strategy called `name`, after splitting the CPU if `cpu_replicas` > 1."""
-  if name not in STRATEGIES:
-    raise UserError(f'unknown --strategy={name!r}; valid: {", ".join(STRATEGIES)}.')
+  check_choice('--strategy', name, STRATEGIES, problem=' is unknown')
   if name == 'multi_worker':
     if 'TF_CONFIG' not in os.environ:
       raise UserError('--strategy=multi_worker needs the TF_CONFIG environment variable '

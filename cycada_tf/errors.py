@@ -9,3 +9,11 @@ it as one line and exits with code 2, so users never see a traceback from deep i
 
 class UserError(Exception):
   """A problem with the user's input, with a message that says how to fix it."""
+
+
+def check_choice(flag, value, valid, problem=''):
+  """Returns `value` if it is one of `valid`, else raises the one-line UserError every
+  enumerated setting gives: `{flag}={value!r}{problem}; valid: a, b.`"""
+  if value not in valid:
+    raise UserError(f'{flag}={value!r}{problem}; valid: {", ".join(valid)}.')
+  return value

@@ -18,7 +18,7 @@ import contextlib
 
 import tensorflow as tf
 
-from cycada_tf.errors import UserError
+from cycada_tf import errors
 
 CHOICES = ('auto', 'stock', 'cpu_tuned')
 _active = None  # None: not set, resolved as `auto` for the visible devices
@@ -26,9 +26,7 @@ _active = None  # None: not set, resolved as `auto` for the visible devices
 
 def check_choice(choice):
   """UserError unless `choice` is a `config.train.kernels` value; touches no device."""
-  if choice not in CHOICES:
-    raise UserError(f'--config.train.kernels={choice!r}; valid: {", ".join(CHOICES)}.')
-  return choice
+  return errors.check_choice('--config.train.kernels', choice, CHOICES)
 
 
 def resolve(choice, strategy=None):

@@ -18,7 +18,7 @@ import keras
 
 from cycada_tf import kernels
 
-from cycada_tf.errors import UserError
+from cycada_tf.errors import check_choice
 
 # config value → Keras dtype policy name.
 POLICIES = {'fp32': 'float32', 'bf16': 'mixed_bfloat16'}
@@ -26,9 +26,7 @@ POLICIES = {'fp32': 'float32', 'bf16': 'mixed_bfloat16'}
 
 def policy_name(precision):
   """The Keras policy for a `config.train.precision` value; UserError for unknown values."""
-  if precision not in POLICIES:
-    raise UserError(f'--config.train.precision={precision!r}; valid: {", ".join(POLICIES)}.')
-  return POLICIES[precision]
+  return POLICIES[check_choice('--config.train.precision', precision, POLICIES)]
 
 
 @contextlib.contextmanager

@@ -206,7 +206,7 @@ def test_wait_for_names_what_it_waited_for():
 
 
 def test_unknown_strategy_and_missing_tf_config_are_user_errors(monkeypatch):
-  with pytest.raises(UserError, match='unknown --strategy'):
+  with pytest.raises(UserError, match="--strategy='tpu' is unknown; valid: "):
     distribute.create_strategy('tpu')
   monkeypatch.delenv('TF_CONFIG', raising=False)
   with pytest.raises(UserError, match='TF_CONFIG'):

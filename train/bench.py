@@ -426,11 +426,9 @@ def run():
   from cycada_tf import precision  # pylint: disable=g-import-not-at-top
   from cycada_tf import trainer  # pylint: disable=g-import-not-at-top
   from cycada_tf.errors import UserError  # pylint: disable=g-import-not-at-top
-
+  from cycada_tf.errors import check_choice  # pylint: disable=g-import-not-at-top
   from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
-  if FLAGS.stage not in workflow.TRAINABLE_STAGES:
-    raise UserError(f'--stage={FLAGS.stage!r} cannot be benchmarked; valid: '
-                    f'{", ".join(workflow.TRAINABLE_STAGES)}.')
+  check_choice('--stage', FLAGS.stage, workflow.TRAINABLE_STAGES, problem=' cannot be benchmarked')
   if FLAGS.steps < 1:
     raise UserError(f'--steps={FLAGS.steps} must be at least 1.')
   if FLAGS.precision == 'both' and FLAGS.mode == 'input':

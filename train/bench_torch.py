@@ -564,9 +564,8 @@ def _optional_kernels(config, strategy):
 
 def _check_flags():
   from cycada_tf.errors import UserError  # pylint: disable=g-import-not-at-top
-  if FLAGS.stage not in TORCH_STAGES:
-    raise UserError(f'--stage={FLAGS.stage!r} has no PyTorch version here; valid: '
-                    f'{", ".join(TORCH_STAGES)}.')
+  from cycada_tf.errors import check_choice  # pylint: disable=g-import-not-at-top
+  check_choice('--stage', FLAGS.stage, TORCH_STAGES, problem=' has no PyTorch version here')
   if FLAGS.steps < 1:
     raise UserError(f'--steps={FLAGS.steps} must be at least 1.')
   if FLAGS.threads is not None and FLAGS.threads < 1:

@@ -15,7 +15,7 @@ import keras
 from keras import layers
 
 from cycada_tf import ops
-from cycada_tf.errors import UserError
+from cycada_tf.errors import check_choice
 from cycada_tf.models import registry
 from cycada_tf.models.generators import FastBackwardConv2D
 from cycada_tf.models.generators import instance_norm
@@ -118,9 +118,7 @@ PADDINGS = ('pad1', 'same')
 def _conv(filters, kernel, strides, padding, init, use_bias=True, name=None):
   """One conv, zero-padded as `padding` says: `pad1` is the release's `padw=1` on every side
   (CycleGAN's NLayerDiscriminator), `same` is TF's (asymmetric at stride 2)."""
-  if padding not in PADDINGS:
-    raise UserError(f'--config.model.discriminator_padding={padding!r}; valid: '
-                    f'{", ".join(PADDINGS)}.')
+  check_choice('--config.model.discriminator_padding', padding, PADDINGS)
   conv = FastBackwardConv2D(filters, kernel, strides=strides,
                             padding='valid' if padding == 'pad1' else 'same',
                             use_bias=use_bias, kernel_initializer=kernel_initializer(init),

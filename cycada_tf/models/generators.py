@@ -37,8 +37,7 @@ INITIALIZERS = ('normal', 'glorot')
 def kernel_initializer(name):
   """The pixel-stage networks' weight initialiser: `normal` is CycleGAN's and the release's
   N(0, 0.02) (`init_weights(net, 'normal', gain=0.02)`); `glorot` is Keras' default."""
-  if name not in INITIALIZERS:
-    raise errors.UserError(f'--config.model.gan_init={name!r}; valid: {", ".join(INITIALIZERS)}.')
+  errors.check_choice('--config.model.gan_init', name, INITIALIZERS)
   return keras.initializers.RandomNormal(0.0, 0.02) if name == 'normal' else 'glorot_uniform'
 
 

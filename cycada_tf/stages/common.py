@@ -32,6 +32,7 @@ from cycada_tf.data import domains
 from cycada_tf.data import pipeline
 from cycada_tf.data import translated
 from cycada_tf.errors import UserError
+from cycada_tf.errors import check_choice
 
 METRICS_FILE = 'metrics.json'
 # Where `task` writes G_ST(source), read by `task`, `feature` and the bench.
@@ -129,8 +130,7 @@ def paired_train_size(ctx, source_spec, epoch_length):
   feature stage (each epoch sees a fresh random part of the larger domain). `longer`: the larger
   split, CycleGAN's unaligned-dataset epoch (the release's pixel stage); the smaller repeats.
   """
-  if epoch_length not in EPOCH_LENGTHS:
-    raise UserError(f'epoch_length={epoch_length!r}; valid: {", ".join(EPOCH_LENGTHS)}.')
+  check_choice('epoch_length', epoch_length, EPOCH_LENGTHS)
   sizes = [domains.domain_info(spec, ctx.data_dir).num_examples['train']
            for spec in (source_spec, ctx.pair.target)]
   return min(sizes) if epoch_length == 'shorter' else max(sizes)
@@ -186,15 +186,14 @@ def optimizer(section, learning_rate=None):
   wd·w to the gradient before momentum; docs/deviations.md lists it.
   """
   learning_rate = section.learning_rate if learning_rate is None else learning_rate
-  kind = section.get('optimizer', 'adam')
+  kind = check_choice('optimizer', section.get('optimizer', 'adam'), OPTIMIZERS,
+                      problem=' in the config')
   if kind == 'adam':
     return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=section.get('beta_1', 0.9),
                                  beta_2=section.get('beta_2', 0.999))
-  if kind == 'sgd':
-    return keras.optimizers.SGD(learning_rate=learning_rate,
-                                momentum=float(section.get('momentum', 0.0)),
-                                weight_decay=float(section.get('weight_decay', 0.0)) or None)
-  raise UserError(f'optimizer={kind!r} in the config; valid: {", ".join(OPTIMIZERS)}.')
+  return keras.optimizers.SGD(learning_rate=learning_rate,
+                              momentum=float(section.get('momentum', 0.0)),
+                              weight_decay=float(section.get('weight_decay', 0.0)) or None)
 
 
 def stage_length(section, steps_per_epoch, max_steps=0):

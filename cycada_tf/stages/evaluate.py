@@ -19,7 +19,7 @@ import numpy as np
 from cycada_tf import metrics as metrics_lib
 from cycada_tf import summaries
 from cycada_tf.data import domains
-from cycada_tf.errors import UserError
+from cycada_tf.errors import check_choice
 from cycada_tf.stages import common
 
 IOU_TABLE = 'per_class_iou.md'
@@ -29,9 +29,7 @@ PREDICTIONS_PNG = 'predictions.png'
 def run(ctx, eval_stage=None):
   """Evaluates `eval_stage` (default: the latest adapted stage) on the target test split."""
   eval_stage = eval_stage or common.latest_classifier_stage(ctx)
-  if eval_stage not in common.CLASSIFIER_STAGES:
-    raise UserError(f'--eval_stage={eval_stage!r} has no classifier; valid: '
-                    f'{", ".join(common.CLASSIFIER_STAGES)}.')
+  check_choice('--eval_stage', eval_stage, common.CLASSIFIER_STAGES, problem=' has no classifier')
   out_name = os.path.join('eval', eval_stage)
   out_dir = ctx.stage_dir(out_name)
 

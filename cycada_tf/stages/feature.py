@@ -28,6 +28,7 @@ from cycada_tf import trainer
 from cycada_tf.data import pipeline
 from cycada_tf.data import translated
 from cycada_tf.errors import UserError
+from cycada_tf.errors import check_choice
 from cycada_tf.stages import common
 
 FROM_STAGES = ('task', 'source')
@@ -41,6 +42,15 @@ def stage_name_for(config):
   return 'feature' if config.feature.from_stage == 'task' else 'feature_only'
 
 
+def task_weight_of(section):
+  """`feature.task_weight` (0 when a config predates it), or a UserError if no loss can use it."""
+  task_weight = float(section.get('task_weight', 0.0))
+  if not math.isfinite(task_weight) or task_weight < 0:
+    raise UserError(f'--config.feature.task_weight={task_weight}; it weights a loss, so it must '
+                    'be 0 (the release) or more.')
+  return task_weight
+
+
 def check_config(config):
   """Raises a UserError for a feature setting no run can use (called before any stage trains)."""
   section, discriminator_input = config.feature, config.model.feature_discriminator_input
@@ -48,15 +58,10 @@ def check_config(config):
                             ('source_encoder', section.source_encoder, SOURCE_ENCODERS),
                             ('encoder_mode', section.encoder_mode, ENCODER_MODES),
                             ('epoch_length', section.epoch_length, common.EPOCH_LENGTHS)):
-    if value not in valid:
-      raise UserError(f'--config.feature.{key}={value!r}; valid: {", ".join(valid)}.')
-  task_weight = float(section.get('task_weight', 0.0))
-  if not math.isfinite(task_weight) or task_weight < 0:
-    raise UserError(f'--config.feature.task_weight={task_weight}; it weights a loss, so it must '
-                    'be 0 (the release) or more.')
-  if discriminator_input not in DISCRIMINATOR_INPUTS:
-    raise UserError(f'--config.model.feature_discriminator_input={discriminator_input!r}; '
-                    f'valid: {", ".join(DISCRIMINATOR_INPUTS)}.')
+    check_choice(f'--config.feature.{key}', value, valid)
+  task_weight_of(section)
+  check_choice('--config.model.feature_discriminator_input', discriminator_input,
+               DISCRIMINATOR_INPUTS)
 
 
 class GateState(tf.Module):
@@ -129,7 +134,7 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
   adversarial_weight = float(section.get('adversarial_weight', 1.0))
   # Eq. 6's L_task(f_T, G_ST(X_S), Y_S) beside the adversarial loss; 0 (the release) skips it.
   # In `train` mode the source batch also moves f_T's batch-norm statistics (DTN, DRN-26).
-  task_weight = float(section.get('task_weight', 0.0))
+  task_weight = task_weight_of(section)
 
   def represent(network, images):
     logits, features = network(images, training=training)

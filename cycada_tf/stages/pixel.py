@@ -20,7 +20,7 @@ from cycada_tf import models
 from cycada_tf import summaries
 from cycada_tf import trainer
 from cycada_tf.data import pipeline
-from cycada_tf.errors import UserError
+from cycada_tf.errors import check_choice
 from cycada_tf.stages import common
 
 SEMANTIC_LABELS = ('predicted', 'true')
@@ -204,12 +204,8 @@ def stage_image_shape(ctx):
 def check_config(config):
   """Raises a UserError for a pixel setting no run can use (called before any stage trains)."""
   section = config.pixel
-  if section.semantic_labels not in SEMANTIC_LABELS:
-    raise UserError(f'--config.pixel.semantic_labels={section.semantic_labels!r}; valid: '
-                    f'{", ".join(SEMANTIC_LABELS)}.')
-  if section.epoch_length not in common.EPOCH_LENGTHS:
-    raise UserError(f'--config.pixel.epoch_length={section.epoch_length!r}; valid: '
-                    f'{", ".join(common.EPOCH_LENGTHS)}.')
+  check_choice('--config.pixel.semantic_labels', section.semantic_labels, SEMANTIC_LABELS)
+  check_choice('--config.pixel.epoch_length', section.epoch_length, common.EPOCH_LENGTHS)
 
 
 def build_stage(ctx, classifier, num_train=None, with_samples=True):

@@ -19,6 +19,7 @@ from cycada_tf.data import domains
 from cycada_tf.data import pipeline
 from cycada_tf.data import translated
 from cycada_tf.errors import UserError
+from cycada_tf.errors import check_choice
 from cycada_tf.stages import common
 
 INIT_FROM = ('scratch', 'source')
@@ -102,9 +103,7 @@ def check_config(config):
 
 
 def _checked(section):
-  if section.init_from not in INIT_FROM:
-    raise UserError(f'--config.task.init_from={section.init_from!r}; valid: '
-                    f'{", ".join(INIT_FROM)}.')
+  check_choice('--config.task.init_from', section.init_from, INIT_FROM)
   return section
 
 
