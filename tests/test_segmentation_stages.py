@@ -31,7 +31,11 @@ CLASS_NAMES = ('road', 'sidewalk', 'building', 'sky', 'vegetation', 'car', 'pers
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, scenes_data_dir):
-  ctx = common.Context(config=tiny_segmentation_config(), pair=pairs.PAIRS['scenes_synthetic_real'],
+  config = tiny_segmentation_config()
+  # Every f_T update also takes Eq. 6's task loss on the translated label maps (ignore label and
+  # all); the gate always open, so each step runs it.
+  config.feature.update(task_weight=1.0, gate_threshold=-1.0)
+  ctx = common.Context(config=config, pair=pairs.PAIRS['scenes_synthetic_real'],
                        model_dir=str(tmp_path_factory.mktemp('seg_run')), data_dir=scenes_data_dir)
   # target_only is source's code on the other domain (tests/test_stages.py runs it for digits).
   for stage in ('source', 'pixel', 'task', 'feature'):
@@ -78,11 +82,13 @@ def test_task_translates_whole_images_and_keeps_label_maps(run):
   assert 'translated_source_test_miou' in run.read_metrics('task')
 
 
-def test_feature_stage_uses_the_score_map_discriminator(run):
+def test_feature_stage_uses_the_score_map_discriminator_and_the_task_loss(run):
   metrics = run.read_metrics('feature')
   assert metrics['initial_target_test_miou'] == run.read_metrics('task')['target_test_miou']
-  assert 0.0 <= metrics['target_test_miou'] <= 1.0 and metrics['f_t_updates'] >= 0
-  assert metrics['steps'] <= 2 * (SCENE_SPLITS['train'] // 8)
+  assert 0.0 <= metrics['target_test_miou'] <= 1.0
+  assert metrics['f_t_updates'] == metrics['steps'] == 2 * (SCENE_SPLITS['train'] // 8)
+  task_losses = scalars(os.path.join(run.stage_dir('feature'), 'train'), 'loss/target_task')
+  assert task_losses and all(0.0 < v < 100.0 for v in task_losses), task_losses
 
 
 def test_eval_writes_the_table_and_the_prediction_grid(run):
