@@ -13,7 +13,7 @@ from cycada_tf import distribute
 from cycada_tf import kernels
 from cycada_tf import precision
 from cycada_tf import results as results_lib
-from cycada_tf.errors import UserError
+from cycada_tf.errors import check_choice
 
 # stage name → (module under cycada_tf.stages, its `run`, its `build` if it trains). Imported
 # lazily so that a stage that is not run costs nothing at start-up. A trainable stage's
@@ -46,9 +46,7 @@ def _stage_function(stage):
 
 def stage_builder(stage):
   """The `build(ctx, fresh=False, num_train=None)` of a trainable stage (see `_STAGES`)."""
-  if stage not in TRAINABLE_STAGES:
-    raise UserError(f'stage {stage!r} does not train; trainable stages: '
-                    f'{", ".join(TRAINABLE_STAGES)}.')
+  check_choice('stage', stage, TRAINABLE_STAGES, problem=' does not train')
   return _stage_attribute(stage, 1)
 
 
@@ -76,8 +74,7 @@ def check_config(stage, config):
 
 
 def validate_stage(stage):
-  if stage not in STAGES:
-    raise UserError(f'unknown --stage={stage!r}; valid stages: {", ".join(STAGES)}.')
+  check_choice('--stage', stage, STAGES, problem=' is unknown')
 
 
 def _run_stage(stage, ctx, *args):

@@ -17,7 +17,7 @@ def run_main(*args, timeout=300):
 
 
 @pytest.mark.parametrize('args, expected', [
-    (['--stage=bogus'], "unknown --stage='bogus'; valid stages: source, target_only, pixel"),
+    (['--stage=bogus'], "--stage='bogus' is unknown; valid: source, target_only, pixel"),
     (['--dataset=nope'], "unknown dataset 'nope'"),
     (['--source=mnist'], '--target'),
 ])

@@ -32,8 +32,8 @@ CLASS_NAMES = ('road', 'sidewalk', 'building', 'sky', 'vegetation', 'car', 'pers
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, scenes_data_dir):
   config = tiny_segmentation_config()
-  # Every f_T update also takes Eq. 6's task loss on the translated label maps (ignore label and
-  # all); the gate always open, so each step runs it.
+  # Every f_T update also takes Eq. 6's task loss on the translated label maps (with their
+  # ignore label); with the gate always open, every step runs it.
   config.feature.update(task_weight=1.0, gate_threshold=-1.0)
   ctx = common.Context(config=config, pair=pairs.PAIRS['scenes_synthetic_real'],
                        model_dir=str(tmp_path_factory.mktemp('seg_run')), data_dir=scenes_data_dir)

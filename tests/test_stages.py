@@ -141,5 +141,5 @@ def test_stage_without_prerequisite_names_the_command(tmp_path, offline_data_dir
 
 
 def test_unknown_stage_lists_valid_names():
-  with pytest.raises(UserError, match='valid stages: source, target_only'):
+  with pytest.raises(UserError, match='is unknown; valid: source, target_only'):
     workflow.validate_stage('pixels')
