@@ -87,7 +87,8 @@ def build(ctx, fresh=False, num_train=None):
   f_T is new, or f_S's weights with `task.init_from=source`. `fresh` (the bench) always starts
   a new network and needs no finished stage; `num_train` is then the examples per epoch.
   """
-  section = _checked(ctx.config.task)
+  check_config(ctx.config)
+  section = ctx.config.task
   with ctx.strategy.scope():
     classifier = (common.load_classifier(ctx, 'source', needed_by='task')
                   if section.init_from == 'source' and not fresh
@@ -99,18 +100,13 @@ def build(ctx, fresh=False, num_train=None):
 
 def check_config(config):
   """Raises a UserError for a task setting no run can use (called before any stage trains)."""
-  _checked(config.task)
-
-
-def _checked(section):
-  check_choice('--config.task.init_from', section.init_from, INIT_FROM)
-  return section
+  check_choice('--config.task.init_from', config.task.init_from, INIT_FROM)
 
 
 def run(ctx):
   """Trains the pixel-only f_T; writes metrics.json (target_test_accuracy and friends) and the
   HParams summary."""
-  _checked(ctx.config.task)  # before the translation, which takes a while
+  check_config(ctx.config)  # before the translation, which takes a while
   ctx.require('pixel', needed_by='task')
   translate_source(ctx)
   # f_T's initial weights must not depend on whether this process translated (building G_ST
