@@ -10,9 +10,9 @@ def get_config():
                       image_discriminator='patchgan')
   config.source.update(epochs=100, learning_rate=1e-4)
   config.target_only.update(epochs=100, learning_rate=1e-4)
-  # Release: 75 epochs of a 100 + 100 linear-decay schedule; weights 2·GAN(S→T) + 1·GAN(T→S).
-  config.pixel.update(epochs=75, batch_size=100, decay_epochs=0, cycle_weight=1.0,
-                      semantic_labels='true')
+  # Release: 75 epochs of a 100 + 100 linear-decay schedule; weights 2·GAN(S→T) + 1·GAN(T→S)
+  # + 1·cycle (base's).
+  config.pixel.update(epochs=75, batch_size=100, decay_epochs=0, semantic_labels='true')
   config.task.update(epochs=100, learning_rate=1e-4)
   config.feature.update(epochs=200)
   return config
