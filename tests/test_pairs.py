@@ -33,6 +33,19 @@ def test_every_pair_config_module_exists():
     assert importlib.import_module(f'configs.{pair.config}').get_config() is not None
 
 
+def test_pixel_loss_weights_follow_the_paper_and_release():
+  """Digits: the release's 2·GAN(S→T) + 1·GAN(T→S) + 1·cycle (the paper weights all equally,
+  so its cycle weight is 1 too), no identity term. Segmentation: CycleGAN's 1 / 1 / 10, as the
+  paper's segmentation appendix follows CycleGAN."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  for pair in pairs.PAIRS.values():
+    section = importlib.import_module(f'configs.{pair.config}').get_config().pixel
+    weights = (section.gan_weight_st, section.gan_weight_ts, section.cycle_weight,
+               section.identity_weight)
+    assert weights == ((1.0, 1.0, 10.0, 0.0) if pair.is_segmentation else (2.0, 1.0, 1.0, 0.0)), (
+        pair.name)
+
+
 def test_custom_segmentation_pair():
   pair = pairs.resolve_pair(None, source='seg_folder:/data/a', target='scenes_real')
   assert pair.is_segmentation and pair.config == 'segmentation'
