@@ -34,9 +34,10 @@ def test_every_pair_config_module_exists():
 
 
 def test_pixel_loss_weights_follow_the_paper_and_release():
-  """Digits: the release's 2·GAN(S→T) + 1·GAN(T→S) + 1·cycle (the paper weights all equally,
-  so its cycle weight is 1 too), no identity term. Segmentation: CycleGAN's 1 / 1 / 10, as the
-  paper's segmentation appendix follows CycleGAN."""
+  """Digits: the release's 2·GAN(S→T) + 1·GAN(T→S) + 1·cycle (the paper weights every loss
+  equally: GAN 1 / 1, cycle 1). Segmentation: CycleGAN's GAN 1 / 1 and cycle 10, as the paper's
+  segmentation appendix follows CycleGAN. No identity term anywhere (the release's
+  `--lambda_identity 0`)."""
   import importlib  # pylint: disable=g-import-not-at-top
   for pair in pairs.PAIRS.values():
     section = importlib.import_module(f'configs.{pair.config}').get_config().pixel
