@@ -1,5 +1,7 @@
 """Pair registry and resolution: the names others use, and the errors users see."""
 
+import importlib
+
 import pytest
 
 from cycada_tf.data import domains
@@ -27,10 +29,13 @@ def test_registry_matches_the_spec():
     assert pair.is_segmentation == (shape[0] is None)
 
 
+def _config_of(pair):
+  return importlib.import_module(f'configs.{pair.config}').get_config()
+
+
 def test_every_pair_config_module_exists():
-  import importlib  # pylint: disable=g-import-not-at-top
   for pair in pairs.PAIRS.values():
-    assert importlib.import_module(f'configs.{pair.config}').get_config() is not None
+    assert _config_of(pair) is not None
 
 
 def test_pixel_loss_weights_follow_the_paper_and_release():
@@ -38,9 +43,8 @@ def test_pixel_loss_weights_follow_the_paper_and_release():
   equally: GAN 1 / 1, cycle 1). Segmentation: CycleGAN's GAN 1 / 1 and cycle 10, as the paper's
   segmentation appendix follows CycleGAN. No identity term anywhere (the release's
   `--lambda_identity 0`)."""
-  import importlib  # pylint: disable=g-import-not-at-top
   for pair in pairs.PAIRS.values():
-    section = importlib.import_module(f'configs.{pair.config}').get_config().pixel
+    section = _config_of(pair).pixel
     weights = (section.gan_weight_st, section.gan_weight_ts, section.cycle_weight,
                section.identity_weight)
     assert weights == ((1.0, 1.0, 10.0, 0.0) if pair.is_segmentation else (2.0, 1.0, 1.0, 0.0)), (
