@@ -461,7 +461,8 @@ def build_torch_step(config, stage_name, image_shape, example, seed):
   section = config.feature
   (xs, ys), (xt, _) = example
   xs, xt, ys = to_nchw(xs), to_nchw(xt), torch.from_numpy(ys).long()
-  task_weight = float(section.get('task_weight', 0.0))  # Eq. 6's source task loss (feature.py)
+  from cycada_tf.stages import feature as feature_stage  # pylint: disable=g-import-not-at-top
+  task_weight = feature_stage.task_weight_of(section)  # Eq. 6's source task loss, validated as TF's
   batch = xs.shape[0]
   use_logits = model.feature_discriminator_input == 'logits'
   f_t, source_encoder = classifier(), classifier()
