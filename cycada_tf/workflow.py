@@ -13,30 +13,13 @@ from cycada_tf import distribute
 from cycada_tf import kernels
 from cycada_tf import precision
 from cycada_tf import results as results_lib
+from cycada_tf import stage_table
+from cycada_tf.stage_table import PIPELINE, TRAINABLE_STAGES, validate_stage
 from cycada_tf.errors import check_choice
-
-# stage name → (module under cycada_tf.stages, its `run`, its `build` if it trains). Imported
-# lazily so that a stage that is not run costs nothing at start-up. A trainable stage's
-# `build(ctx, fresh=False, num_train=None) -> (trainer.Stage, models)` is what both its `run` and
-# `train.bench` call; adding a stage means a module, a line here and a config section.
-_STAGES = {
-    'source': ('source', 'run', 'build'),
-    'target_only': ('source', 'run_target_only', 'build_target_only'),
-    'pixel': ('pixel', 'run', 'build'),
-    'task': ('task', 'run', 'build'),
-    'feature': ('feature', 'run', 'build'),
-    'eval': ('evaluate', 'run', None),
-    'export': ('export', 'run', None),
-}
-STAGES = tuple(_STAGES) + ('all',)
-TRAINABLE_STAGES = tuple(name for name, (_, _, build) in _STAGES.items() if build)
-# What `--stage=all` runs, in order; each is skipped when its metrics.json already exists
-# (export: when that still describes the latest checkpoints, see `export.is_current`).
-PIPELINE = ('source', 'target_only', 'pixel', 'task', 'feature', 'export')
 
 
 def _stage_attribute(stage, index):
-  module_name, *names = _STAGES[stage]
+  module_name, *names = stage_table.STAGE_MODULES[stage]
   return getattr(importlib.import_module(f'cycada_tf.stages.{module_name}'), names[index])
 
 
@@ -45,7 +28,7 @@ def _stage_function(stage):
 
 
 def stage_builder(stage):
-  """The `build(ctx, fresh=False, num_train=None)` of a trainable stage (see `_STAGES`)."""
+  """The `build(ctx, fresh=False, num_train=None)` of a trainable stage (see `stage_table`)."""
   check_choice('stage', stage, TRAINABLE_STAGES, problem=' does not train')
   return _stage_attribute(stage, 1)
 
@@ -67,14 +50,10 @@ def check_config(stage, config):
   stage's hour. Each stage module may define `check_config(config)` raising a UserError."""
   validate_stage(stage)
   for name in PIPELINE if stage == 'all' else (stage,):
-    module = importlib.import_module(f'cycada_tf.stages.{_STAGES[name][0]}')
+    module = importlib.import_module(f'cycada_tf.stages.{stage_table.STAGE_MODULES[name][0]}')
     check = getattr(module, 'check_config', None)
     if check is not None:
       check(config)
-
-
-def validate_stage(stage):
-  check_choice('--stage', stage, STAGES, problem=' is unknown')
 
 
 def _run_stage(stage, ctx, *args):

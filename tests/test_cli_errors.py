@@ -59,6 +59,20 @@ def test_flag_mistakes_are_one_line_and_exit_2(tmp_path, flag, pattern):
   _assert_one_line_error(_main(['--stage=source', flag], tmp_path), pattern)
 
 
+@pytest.mark.parametrize('module, pattern', [
+    ('train.main', "--stage='pixels' is unknown; valid: source, target_only"),
+    ('train.bench', "--stage='pixels' cannot be benchmarked; valid: source, target_only"),
+])
+def test_a_mistyped_stage_fails_before_tensorflow_loads(tmp_path, module, pattern):
+  """Importing TensorFlow and Keras takes seconds; a typo in --stage must not wait for it. With
+  both made unimportable, the command still gives its one-line error and exit code 2."""
+  code = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+          f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
+  result = subprocess.run([sys.executable, '-c', code, '--stage=pixels'], env=_env(tmp_path),
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+  _assert_one_line_error(result, pattern)
+
+
 def test_stage_all_refuses_a_later_stages_bad_setting_before_training(tmp_path):
   """`--stage=all` checks the feature stage's settings before the source stage trains."""
   result = _main(['--stage=all', f'--model_dir={tmp_path / "run"}',

@@ -420,15 +420,17 @@ def bench_input(ctx, stage_name, train_config, steps, warmup):
 
 def run():
   """Parses the flags, runs the benchmark and returns the JSON-ready result."""
+  from cycada_tf import stage_table  # pylint: disable=g-import-not-at-top
+  from cycada_tf.errors import check_choice  # pylint: disable=g-import-not-at-top
+  # Before TensorFlow loads, so a mistyped stage fails at once.
+  check_choice('--stage', FLAGS.stage, stage_table.TRAINABLE_STAGES, problem=' cannot be benchmarked')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cycada_tf import distribute  # pylint: disable=g-import-not-at-top
   from cycada_tf import kernels  # pylint: disable=g-import-not-at-top
   from cycada_tf import precision  # pylint: disable=g-import-not-at-top
   from cycada_tf import trainer  # pylint: disable=g-import-not-at-top
   from cycada_tf.errors import UserError  # pylint: disable=g-import-not-at-top
-  from cycada_tf.errors import check_choice  # pylint: disable=g-import-not-at-top
   from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
-  check_choice('--stage', FLAGS.stage, workflow.TRAINABLE_STAGES, problem=' cannot be benchmarked')
   if FLAGS.steps < 1:
     raise UserError(f'--steps={FLAGS.steps} must be at least 1.')
   if FLAGS.precision == 'both' and FLAGS.mode == 'input':

@@ -99,6 +99,9 @@ def build_context(training_run=True, check_data=True):
   which feeds synthetic batches) does not look at the data either, so a pair whose data is not
   on this machine can still be benchmarked.
   """
+  from cycada_tf import stage_table
+  stage_table.validate_stage(FLAGS.stage)  # before TensorFlow loads: a typo fails at once
+
   # Imported here so `--help` and flag errors stay fast.
   import keras
   import tensorflow as tf
@@ -112,7 +115,6 @@ def build_context(training_run=True, check_data=True):
   from cycada_tf.stages import common
   from cycada_tf import workflow
 
-  workflow.validate_stage(FLAGS.stage)
   dataset = FLAGS.dataset
   if dataset is None and FLAGS.source is None and FLAGS.target is None:
     dataset = DEFAULT_DATASET
@@ -164,8 +166,9 @@ def build_context(training_run=True, check_data=True):
 
 
 def run():
+  ctx = build_context()  # validates every flag first, --stage before TensorFlow loads
   from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
-  return workflow.run(FLAGS.stage, build_context(), eval_stage=FLAGS.eval_stage)
+  return workflow.run(FLAGS.stage, ctx, eval_stage=FLAGS.eval_stage)
 
 
 def main(argv):
