@@ -13,13 +13,12 @@ from cycada_tf import distribute
 from cycada_tf import kernels
 from cycada_tf import precision
 from cycada_tf import results as results_lib
-from cycada_tf import stage_table
-from cycada_tf.stage_table import PIPELINE, TRAINABLE_STAGES, validate_stage
+from cycada_tf.stage_table import PIPELINE, STAGE_MODULES, TRAINABLE_STAGES, validate_stage
 from cycada_tf.errors import check_choice
 
 
 def _stage_attribute(stage, index):
-  module_name, *names = stage_table.STAGE_MODULES[stage]
+  module_name, *names = STAGE_MODULES[stage]
   return getattr(importlib.import_module(f'cycada_tf.stages.{module_name}'), names[index])
 
 
@@ -50,7 +49,7 @@ def check_config(stage, config):
   stage's hour. Each stage module may define `check_config(config)` raising a UserError."""
   validate_stage(stage)
   for name in PIPELINE if stage == 'all' else (stage,):
-    module = importlib.import_module(f'cycada_tf.stages.{stage_table.STAGE_MODULES[name][0]}')
+    module = importlib.import_module(f'cycada_tf.stages.{STAGE_MODULES[name][0]}')
     check = getattr(module, 'check_config', None)
     if check is not None:
       check(config)

@@ -59,6 +59,7 @@ def test_digit_generators_have_the_release_width():
     if not pair.is_segmentation:
       assert _config_of(pair).model.generator_filters == 64, pair.name
 
+
 def test_custom_segmentation_pair():
   pair = pairs.resolve_pair(None, source='seg_folder:/data/a', target='scenes_real')
   assert pair.is_segmentation and pair.config == 'segmentation'

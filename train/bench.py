@@ -423,7 +423,8 @@ def run():
   from cycada_tf import stage_table  # pylint: disable=g-import-not-at-top
   from cycada_tf.errors import check_choice  # pylint: disable=g-import-not-at-top
   # Before TensorFlow loads, so a mistyped stage fails at once.
-  check_choice('--stage', FLAGS.stage, stage_table.TRAINABLE_STAGES, problem=' cannot be benchmarked')
+  check_choice('--stage', FLAGS.stage, stage_table.TRAINABLE_STAGES,
+               problem=' cannot be benchmarked')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cycada_tf import distribute  # pylint: disable=g-import-not-at-top
   from cycada_tf import kernels  # pylint: disable=g-import-not-at-top
