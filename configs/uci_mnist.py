@@ -1,8 +1,8 @@
 """UCI optical digits → MNIST (offline default, docs/method.md §6): LeNet, 28×28×1.
 
 How each setting that differs from `base` was chosen (never from target-test accuracy):
-- Generators of the release's width (64 filters, `base`'s). Until the section "The release's
-  generator width" of `docs/results/uci_mnist.md` they had 32 for the compute budget, a saving
+- Generators of the release's width (64 filters, `base`'s). Until the section on the release's
+  generator width in `docs/results/uci_mnist.md` they had 32 for the compute budget, a saving
   that measured 2.05× in step time (2.8× in FLOPs), not the 4× once written.
 - 10 pixel epochs: the compute budget of a 2-core CPU (the pixel stage is most of the run's
   time). 20 epochs (with the cycle weight 10 of then), measured over 4 seeds after being
