@@ -77,6 +77,12 @@ def get_config():
       identity_weight=0.0,
       semantic_weight=1.0,
       semantic_labels='predicted',  # predicted (paper Eq. 4) | true (release, S→T term)
+      # source: the frozen f_S (paper Eq. 4) | online: the release's small classifier trained on
+      # real source during the stage (needs images of 31 px or more), its semantic terms zeroed
+      # while its last loss is above `semantic_gate_loss`; Adam at its own learning rate
+      semantic_classifier='source',
+      semantic_classifier_learning_rate=1e-3,
+      semantic_gate_loss=1.0,
       image_every_steps=500,
       # longer: an epoch is the larger domain (CycleGAN's unaligned dataset; the release's
       # SVHN→MNIST loader) | shorter: the smaller

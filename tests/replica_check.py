@@ -36,7 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-STAGES = ('source', 'dtn', 'dtn_local_bn', 'pixel', 'feature')
+STAGES = ('source', 'dtn', 'dtn_local_bn', 'pixel', 'pixel_online', 'feature')
 # DTN runs 2 steps: on these digits its two runs part after that, from float32 rounding alone
 # (measured and explained in tests/test_distribute.py). The control needs one: its first loss
 # already differs.
@@ -79,6 +79,17 @@ def build(stage_name, strategy, data_dir, model_dir):
       classifier = common.new_classifier(ctx)
     stage, _, _ = pixel.build_stage(ctx, classifier)
     return stage, {name: pool for name, pool in stage.extra_state.items()}
+  if stage_name == 'pixel_online':
+    # The release's online semantic classifier (batch norm) at 32×32×1; its gate is shut in
+    # step 1 (no update yet) and open from step 2 (a loss far below 1e9).
+    ctx.pair = pairs.resolve_pair(None, 'uci_digits', 'mnist_sample', image_shape=(32, 32, 1))
+    config.data.image_size = 32
+    config.pixel.update(batch_size=4, pool_size=4, image_every_steps=1000,
+                        semantic_classifier='online', semantic_gate_loss=1e9)
+    with strategy.scope():
+      classifier = common.new_classifier(ctx)
+    stage, _, _ = pixel.build_stage(ctx, classifier)
+    return stage, dict(stage.extra_state)
   if stage_name == 'feature':
     # D_feat's accuracy (a multiple of 1/32 here, so rounding cannot move it across the threshold)
     # is 15/32 in step 1 (gate shut) and 17/32 in step 2 (gate open: f_T's update, with the
@@ -128,7 +139,7 @@ def run_stage(stage_name, strategy, args):
         arrays[f'{stage_name}/replica_spread/{key}'] = np.array(
             max(float(np.max(np.abs(c - copies[0]))) for c in copies))
   for name, module in local_state.items():
-    for variable in module.variables:
+    for variable in getattr(module, 'variables', [module]):  # a module, or one variable
       copies = [c.numpy() for c in strategy.experimental_local_results(variable)]
       spread = max(float(np.max(np.abs(c.astype(np.float64) - copies[0]))) for c in copies)
       arrays[f'{stage_name}/replica_spread/{name}/{variable.name}'] = np.array(spread)

@@ -1,15 +1,15 @@
 """Training does not depend on the replica count: 1 vs 2 CPU replicas on the same global batches.
 
 Each real stage (source, which is also task's step; DTN with batch norm; pixel with its image
-pool; feature with its gate) runs a few steps in `tests/replica_check.py`, once with 1 replica
-and once with 2, each in a fresh process (logical CPUs must be configured before TensorFlow
-starts), with every dropout layer on. Per-step losses must agree to rtol 1e-4 / atol 1e-5, and
-weights likewise, except for DTN's few Adam-amplified rounding outliers (measured and explained
-at `test_synchronized_batch_norm_makes_dtn_independent_of_replica_count`). Replica-local state
-and dropout seed states must be identical on every replica, and a control run with per-replica
-batch norm must *not* agree, so the comparison demonstrably notices replica-count-dependent
-statistics.
-"""
+pool; pixel with the release's online semantic classifier; feature with its gate) runs a few
+steps in `tests/replica_check.py`, once with 1 replica and once with 2, each in a fresh process
+(logical CPUs must be configured before TensorFlow starts), with every dropout layer on. Per-step
+losses must agree to rtol 1e-4 / atol 1e-5, and weights likewise, except for DTN's few
+Adam-amplified rounding outliers (measured and explained at
+`test_synchronized_batch_norm_makes_dtn_independent_of_replica_count`). Replica-local state and
+dropout seed states must be identical on every replica, and a control run with per-replica batch
+norm must *not* agree, so the comparison demonstrably notices replica-count-dependent
+statistics."""
 
 import collections
 import os
@@ -28,7 +28,7 @@ from tests.conftest import REPO
 
 # End-to-end, multi-process or benchmark: excluded from the fast tier (-m "not slow").
 pytestmark = pytest.mark.slow
-STAGES = 'source,dtn,pixel,feature'
+STAGES = 'source,dtn,pixel,pixel_online,feature'
 
 
 @pytest.fixture(scope='module')
@@ -153,6 +153,24 @@ def test_pixel_stage_with_global_image_pool_is_independent_of_replica_count(runs
     assert two[f'pixel/var/{name}/num_stored:0'] == one[f'pixel/var/{name}/num_stored:0'] == 4
     np.testing.assert_allclose(two[f'pixel/var/{name}/images:0'],
                                one[f'pixel/var/{name}/images:0'], rtol=1e-4, atol=1e-5)
+
+
+def test_online_semantic_classifier_is_independent_of_replica_count(runs):
+  """Pixel with the release's online classifier (synchronized batch norm) and its loss gate:
+  the gate's loss is the global batch's on every replica, shut in step 1, open after."""
+  _assert_metrics_match(runs, 'pixel_online')
+  _assert_weights_match(runs, 'pixel_online')
+  one, two = runs[1], runs[2]
+  assert any(k.startswith('pixel_online/var/semantic_classifier/') for k in one)
+  for run in (one, two):
+    semantic = run['pixel_online/metric/loss/semantic']
+    assert semantic[0] == 0.0 and np.all(semantic[1:] > 0.0), semantic
+    assert run['pixel_online/replica_spread/semantic_classifier_loss/'
+               'semantic_classifier_loss:0'] == 0.0
+  np.testing.assert_allclose(two['pixel_online/var/semantic_classifier_loss/'
+                                 'semantic_classifier_loss:0'],
+                             one['pixel_online/var/semantic_classifier_loss/'
+                                 'semantic_classifier_loss:0'], rtol=1e-5)
 
 
 def test_feature_gate_decisions_are_independent_of_replica_count(runs):

@@ -1,6 +1,7 @@
 r"""TensorFlow's training step beside a PyTorch eager one of the same networks, as one JSON line.
 
-    python -m train.bench_torch --stage=pixel --dataset=svhn_mnist [--steps=20] [--threads=2]
+    python -m train.bench_torch --stage=pixel --dataset=svhn_mnist \
+        --config.pixel.semantic_classifier=source [--steps=20] [--threads=2]
     python -m train.bench_torch --stage=source            # uci_mnist, LeNet
 
 An optional benchmark for the docs: how fast this implementation trains next to the authors'
@@ -606,6 +607,10 @@ def run():
   config = ctx.config
   config.train.precision = 'fp32'
   stage_name = FLAGS.stage
+  if stage_name == 'pixel' and config.pixel.get('semantic_classifier', 'source') == 'online':
+    raise UserError('--config.pixel.semantic_classifier=online: the PyTorch peer\'s pixel step '
+                    'has the frozen f_S only; add --config.pixel.semantic_classifier=source so '
+                    'both frameworks time the same step.')
   if stage_name == 'feature':
     config.feature.gate_threshold = -1.0  # gate open, as train.bench's default
   train_config = trainer.TrainConfig.from_config(config.train)

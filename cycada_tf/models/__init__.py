@@ -5,6 +5,7 @@ from cycada_tf.models.classifiers import DIGIT_CLASSIFIERS
 from cycada_tf.models.classifiers import DTN
 from cycada_tf.models.classifiers import SEGMENTATION_CLASSIFIERS
 from cycada_tf.models.classifiers import LeNet
+from cycada_tf.models.classifiers import OnlineSemanticClassifier
 from cycada_tf.models.classifiers import build_classifier
 from cycada_tf.models.discriminators import IMAGE_DISCRIMINATORS
 from cycada_tf.models.discriminators import ConvDiscriminator
@@ -31,7 +32,8 @@ from cycada_tf.models.segmentation import FCN8s
 from cycada_tf.models.segmentation import vgg16_backbone
 
 __all__ = [
-    'CLASSIFIERS', 'DIGIT_CLASSIFIERS', 'DTN', 'LeNet', 'SEGMENTATION_CLASSIFIERS',
+    'CLASSIFIERS', 'DIGIT_CLASSIFIERS', 'DTN', 'LeNet', 'OnlineSemanticClassifier',
+    'SEGMENTATION_CLASSIFIERS',
     'build_classifier',
     'DRN26', 'FCN8s', 'vgg16_backbone',
     'IMAGE_DISCRIMINATORS', 'ConvDiscriminator', 'FeatureDiscriminator', 'PatchGAN',

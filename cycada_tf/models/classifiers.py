@@ -28,6 +28,7 @@ import keras
 from keras import layers
 
 from cycada_tf import errors
+from cycada_tf import ops
 from cycada_tf.models import registry
 from cycada_tf.models.layers import GlobalBatchDropout
 from cycada_tf.models.layers import GlobalBatchSpatialDropout2D
@@ -105,6 +106,47 @@ class DTN(keras.Model):
     features = self.fc_norm(self.fc(self.flatten(x)), training=training)
     x = self.fc_dropout(keras.ops.relu(features), training=training)
     return _float32(self.logits(x)), _float32(features)
+
+
+class OnlineSemanticClassifier(keras.Model):
+  """The release's pixel-stage classifier (`networks.Classifier`), trained online on real source.
+
+  The release does not use f_S for the semantic loss: it trains this small net from scratch
+  alongside the translators (`pixel.semantic_classifier=online`, stages/pixel.py). Conv
+  `filters`@3×3 stride 2 (valid) → LeakyReLU 0.2, then 3 × [Conv 3×3 stride 2 (valid) with
+  filters·1, ·2, ·4 → batch norm → LeakyReLU 0.2], flatten, Dense 1024 → Dense num_classes (no
+  activation between the two dense layers, as released). Weights N(0, 0.02), biases 0, batch-norm
+  scales N(1, 0.02) (the release's `init_weights`). Written for 32×32 images, where the last map
+  is 1×1; it needs at least `MIN_SIZE` pixels a side. The convolutions before a batch norm have no
+  bias (see the module docstring); the norm is synchronized, so the replica count changes nothing.
+  """
+
+  MIN_SIZE = 31  # four valid 3×3 stride-2 convolutions leave at least a 1×1 map
+
+  def __init__(self, num_classes=10, filters=64, **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes = num_classes
+    init = keras.initializers.RandomNormal(0.0, 0.02)
+    self.conv0 = layers.Conv2D(filters, 3, strides=2, padding='valid', kernel_initializer=init,
+                               name='conv0')
+    self.convs = tuple(layers.Conv2D(filters * mult, 3, strides=2, padding='valid',
+                                     use_bias=False, kernel_initializer=init, name=f'conv{i + 1}')
+                       for i, mult in enumerate((1, 2, 4)))
+    self.norms = tuple(layers.BatchNormalization(
+        momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, synchronized=True,
+        gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), name=f'conv{i + 1}_bn')
+                       for i in range(3))
+    self.flatten = layers.Flatten(name='flatten')
+    self.fc = layers.Dense(1024, kernel_initializer=init, name='fc')
+    self.logits = layers.Dense(num_classes, kernel_initializer=init, name='logits')
+
+  def call(self, x, training=False):
+    # `ops.leaky_relu`: with TF's own gradient Grappler's remapper fails on conv0 + LeakyRelu.
+    x = ops.leaky_relu(self.conv0(x), 0.2)
+    for conv, norm in zip(self.convs, self.norms):
+      x = ops.leaky_relu(norm(conv(x), training=training), 0.2)
+    features = self.fc(self.flatten(x))
+    return _float32(self.logits(features)), _float32(features)
 
 
 def _float32(x):

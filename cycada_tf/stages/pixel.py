@@ -2,7 +2,10 @@
 
 Trains G_ST (source → target style), G_TS, and the image discriminators D_T and D_S with
 least-squares GAN losses, the L1 cycle loss, an optional identity loss, and the semantic
-consistency loss through the frozen source classifier f_S from the `source` stage. Each term has
+consistency loss through a classifier: the frozen source classifier f_S from the `source` stage
+(the paper's Eq. 4, `pixel.semantic_classifier=source`), or the release's small classifier
+trained online on real source images, whose semantic terms count only once its last loss was at
+most `pixel.semantic_gate_loss` (`=online`). Each term has
 its own weight in `config.pixel`, so the paper's ablations are one override each
 (`--config.pixel.semantic_weight=0`, `--config.pixel.cycle_weight=0`). The losses are summarised
 in docs/method.md §1, the stage in §2, and the paper's and the release's settings in §3.
@@ -20,10 +23,12 @@ from cycada_tf import models
 from cycada_tf import summaries
 from cycada_tf import trainer
 from cycada_tf.data import pipeline
+from cycada_tf.errors import UserError
 from cycada_tf.errors import check_choice
 from cycada_tf.stages import common
 
 SEMANTIC_LABELS = ('predicted', 'true')
+SEMANTIC_CLASSIFIERS = ('source', 'online')
 TRANSLATION_PNG = 'translations.png'
 
 
@@ -73,8 +78,13 @@ class Translators:
     return {name: getattr(self, name) for name in self.NAMES}
 
 
-def generator_losses(nets, classifier, section, xs, ys, xt):
-  """Per-example generator-side loss terms (GAN, cycle, identity, semantic) and the fakes."""
+def generator_losses(nets, classifier, section, xs, ys, xt, semantic_gate=None):
+  """Per-example generator-side loss terms (GAN, cycle, identity, semantic) and the fakes.
+
+  `classifier` gives the semantic term's logits: f_S, frozen and in inference mode, or the online
+  classifier, in training mode as the release runs it; `semantic_gate` (0 or 1) multiplies the
+  semantic term (the online classifier's warm-up rule), None keeps it.
+  """
   fake_t = nets.g_st(xs, training=True)  # source rendered as target
   fake_s = nets.g_ts(xt, training=True)  # target rendered as source
   terms = {
@@ -87,13 +97,19 @@ def generator_losses(nets, classifier, section, xs, ys, xt):
     terms['identity'] = (losses.identity_loss(xt, nets.g_st(xt, training=True)) +
                          losses.identity_loss(xs, nets.g_ts(xs, training=True)))
   if section.semantic_weight:
-    # Eq. 4: f_S's own predictions on the untranslated images are the labels, f_S is frozen.
+    # Eq. 4: the classifier's own predictions on the untranslated images are the labels.
+    online = section.semantic_classifier == 'online'
+
+    def logits(images):
+      return classifier(images, training=online)[0]
+
     source_labels = (ys if section.semantic_labels == 'true'
-                     else losses.predicted_labels(classifier(xs, training=False)[0]))
-    target_labels = losses.predicted_labels(classifier(xt, training=False)[0])
-    terms['semantic'] = (
-        losses.semantic_loss(classifier(fake_t, training=False)[0], source_labels) +
-        losses.semantic_loss(classifier(fake_s, training=False)[0], target_labels))
+                     else losses.predicted_labels(logits(xs)))
+    target_labels = losses.predicted_labels(logits(xt))
+    terms['semantic'] = (losses.semantic_loss(logits(fake_t), source_labels) +
+                         losses.semantic_loss(logits(fake_s), target_labels))
+    if semantic_gate is not None:
+      terms['semantic'] = terms['semantic'] * semantic_gate
   return terms, fake_t, fake_s
 
 
@@ -103,15 +119,60 @@ def _weights(section):
           'semantic': section.semantic_weight}
 
 
-def pixel_step(nets, classifier, optimizers, pools, section, global_batch_size):
-  """The per-replica step: one generator update (both G), then one update of each D."""
+class OnlineClassifier:
+  """The release's semantic-loss classifier, its optimizer and the loss of its last update.
+
+  The release zeroes both semantic terms while that loss is above 1.0 (and before the first
+  update): `last_loss` starts at +inf and is checkpointed, so a resumed run gates as the
+  uninterrupted one. It is the global batch's mean (replicas average it), as on one device.
+  """
+
+  def __init__(self, ctx, image_shape):
+    config = ctx.config
+    self.network = models.OnlineSemanticClassifier(
+        num_classes=config.model.num_classes, filters=config.model.discriminator_filters,
+        name='semantic_classifier')
+    common.build_network(self.network, image_shape)
+    section = config.pixel
+    self.optimizer = common.build_optimizer(
+        keras.optimizers.Adam(float(section.semantic_classifier_learning_rate),
+                              beta_1=float(section.beta_1), beta_2=float(section.beta_2)),
+        self.network)
+    self.last_loss = tf.Variable(float('inf'), trainable=False, name='semantic_classifier_loss',
+                                 aggregation=tf.VariableAggregation.MEAN)
+    self.gate_loss = float(section.semantic_gate_loss)
+
+  def gate(self):
+    return tf.cast(self.last_loss <= self.gate_loss, tf.float32)
+
+  def update(self, xs, ys, global_batch_size):
+    """One step on real source images (the release's `backward_CLS`); returns the loss share."""
+    with tf.GradientTape() as tape:
+      loss = losses.average(losses.task_loss(ys, self.network(xs, training=True)[0]),
+                            global_batch_size)
+    variables = self.network.trainable_variables
+    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    # The replica's share of the global mean; MEAN aggregation of the per-replica values would
+    # divide it again, so each replica writes its share scaled by the replica count.
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+    self.last_loss.assign(loss * replicas)
+    return loss
+
+
+def pixel_step(nets, classifier, optimizers, pools, section, global_batch_size, online=None):
+  """The per-replica step: one generator update (both G), then one update of each D, then (with
+  the release's online classifier, `online`) one update of that classifier."""
   weights = _weights(section)
   generators = [nets.g_st, nets.g_ts]
+  if online is not None:
+    classifier = online.network
 
   def replica_step(batch):
     (xs, ys), (xt, _) = batch
+    gate = online.gate() if online is not None else None
     with tf.GradientTape() as tape:
-      terms, fake_t, fake_s = generator_losses(nets, classifier, section, xs, ys, xt)
+      terms, fake_t, fake_s = generator_losses(nets, classifier, section, xs, ys, xt,
+                                               semantic_gate=gate)
       per_example = tf.add_n([weights[k] * v for k, v in terms.items()])
       generator_loss = losses.average(per_example, global_batch_size)
     g_variables = [g.trainable_variables for g in generators]
@@ -131,6 +192,11 @@ def pixel_step(nets, classifier, optimizers, pools, section, global_batch_size):
       variables = discriminator.trainable_variables
       optimizers[name].apply_gradients(zip(tape.gradient(d_loss, variables), variables))
       outputs[f'loss/{name}'] = d_loss
+    if online is not None:
+      outputs['loss/semantic_classifier'] = online.update(xs, ys, global_batch_size)
+      # The gate as the next step will see it: 1 once the classifier's loss is low enough.
+      outputs['semantic_gate_open'] = online.gate() / tf.cast(
+          tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
     return outputs
 
   return replica_step
@@ -206,10 +272,28 @@ def check_config(config):
   section = config.pixel
   check_choice('--config.pixel.semantic_labels', section.semantic_labels, SEMANTIC_LABELS)
   check_choice('--config.pixel.epoch_length', section.epoch_length, common.EPOCH_LENGTHS)
+  check_choice('--config.pixel.semantic_classifier', section.semantic_classifier,
+               SEMANTIC_CLASSIFIERS)
+  if section.semantic_classifier == 'online':
+    if config.model.classifier in models.SEGMENTATION_CLASSIFIERS:
+      raise UserError('--config.pixel.semantic_classifier=online: the release\'s online '
+                      'classifier is for digit pairs; segmentation uses f_S (=source)')
+    check_online_image_size(config.data.image_size)
+
+
+def check_online_image_size(size):
+  """The online classifier's four valid stride-2 convolutions need `MIN_SIZE` pixels a side."""
+  minimum = models.OnlineSemanticClassifier.MIN_SIZE
+  if size is not None and int(size) < minimum:
+    raise UserError(f'--config.pixel.semantic_classifier=online needs images of at least '
+                    f'{minimum}×{minimum} (the release\'s classifier was written for 32×32); '
+                    f'these are {size}×{size}: use =source (f_S), or a custom pair resized '
+                    f'(--source=... --target=... --config.data.image_size=32)')
 
 
 def build_stage(ctx, classifier, num_train=None, with_samples=True):
-  """The pixel `trainer.Stage`; `classifier` is the frozen f_S.
+  """The pixel `trainer.Stage`; `classifier` is the frozen f_S (with
+  `pixel.semantic_classifier=online`, only for the sanity metrics).
 
   `num_train` (examples per epoch, by `pixel.epoch_length`) defaults to the domains' sizes and
   `with_samples=False` skips the test images for summaries: `train.bench` sets both to build the
@@ -225,6 +309,9 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
   schedule = LinearDecay(section.learning_rate, total_steps,
                          steps_per_epoch * int(section.decay_epochs))
   image_shape = stage_image_shape(ctx)
+  online_classifier = section.semantic_classifier == 'online'
+  if online_classifier:
+    check_online_image_size(min(image_shape[:2]))
   with ctx.strategy.scope():
     nets = Translators(ctx.config, image_shape)
     optimizers = {name: common.build_optimizer(common.optimizer(section, schedule),
@@ -232,7 +319,14 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
                   for name in Translators.NAMES}
     pools = {name: image_pool.ImagePool(section.pool_size, image_shape, seed=ctx.seed + i)
              for i, name in enumerate(('d_t', 'd_s'))}
+    online = OnlineClassifier(ctx, image_shape) if online_classifier else None
   classifier.trainable = False
+  stage_models, stage_optimizers = nets.as_dict(), dict(optimizers)
+  extra_state = {'pool_d_t': pools['d_t'], 'pool_d_s': pools['d_s']}
+  if online is not None:
+    stage_models['semantic_classifier'] = online.network
+    stage_optimizers['semantic_classifier'] = online.optimizer
+    extra_state['semantic_classifier_loss'] = online.last_loss
 
   dataset_fn = common.paired_dataset_fn(ctx, ctx.pair.source, batch_size, image_shape,
                                         section=section)
@@ -252,11 +346,11 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
       written.append(step)
 
   stage = trainer.Stage(
-      name='pixel', models=nets.as_dict(), optimizers=optimizers,
-      replica_step=pixel_step(nets, classifier, optimizers, pools, section, batch_size),
+      name='pixel', models=stage_models, optimizers=stage_optimizers,
+      replica_step=pixel_step(nets, classifier, optimizers, pools, section, batch_size,
+                              online=online),
       dataset_fn=dataset_fn, steps_per_epoch=steps_per_epoch, epochs=int(section.epochs),
-      global_batch_size=batch_size, extra_state={'pool_d_t': pools['d_t'],
-                                                 'pool_d_s': pools['d_s']},
+      global_batch_size=batch_size, extra_state=extra_state,
       on_log=on_log if samples else None, max_steps=max_steps)
   return stage, nets, samples
 
