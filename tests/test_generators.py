@@ -223,3 +223,28 @@ def test_resnet_generator_bf16_filter_gradients_swapped_where_measured_faster():
   nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
   filter_grads = [node for node in nodes if node.op == 'Conv2DBackpropFilter']
   assert len(filter_grads) == 4, [node.name for node in filter_grads]
+
+
+@pytest.mark.parametrize('network, shape', [
+    (lambda: models.DigitGenerator(1, filters=8), (28, 28, 1)),
+    (lambda: models.ResnetGenerator(3, filters=8, num_blocks=3), (32, 32, 3)),
+    (lambda: models.build_image_discriminator('patchgan', filters=8), (32, 32, 3)),
+    (lambda: models.build_image_discriminator('conv6', filters=8), (28, 28, 1)),
+    (lambda: models.OnlineSemanticClassifier(filters=8), (32, 32, 1)),
+    (lambda: models.LeNet(), (28, 28, 1)),
+    (lambda: models.DTN(), (32, 32, 3)),
+], ids=['digit', 'resnet9', 'patchgan', 'conv6', 'online_classifier', 'lenet', 'dtn'])
+def test_no_two_layers_start_from_the_same_draws(network, shape):
+  """Each layer's initial weights are its own draw, as the release's `init_weights` makes them.
+
+  A Keras 3 initializer instance returns the same stream on every call, so layers sharing one
+  started equal (a residual block's two convolutions were identical) or with a shared prefix.
+  """
+  net = network()
+  net(tf.zeros((1,) + shape))
+  kernels = [v.numpy().ravel() for v in net.trainable_variables if len(v.shape) >= 2]
+  assert len(kernels) >= 3
+  for i, a in enumerate(kernels):
+    for b in kernels[i + 1:]:
+      n = min(a.size, b.size)
+      assert not np.allclose(a[:n], b[:n]), (a.size, b.size)

@@ -22,6 +22,7 @@ pure rounding noise, which Adam normalises into steps of about ±learning_rate (
 as in ResNets, is no bias before batch norm).
 """
 
+import functools
 import inspect
 
 import keras
@@ -126,19 +127,21 @@ class OnlineSemanticClassifier(keras.Model):
   def __init__(self, num_classes=10, filters=64, **kwargs):
     super().__init__(**kwargs)
     self.num_classes = num_classes
-    init = keras.initializers.RandomNormal(0.0, 0.02)
-    self.conv0 = layers.Conv2D(filters, 3, strides=2, padding='valid', kernel_initializer=init,
+    # A new initializer per layer: one shared instance would give every layer the same draws
+    # (`generators.kernel_initializer`).
+    init = functools.partial(keras.initializers.RandomNormal, 0.0, 0.02)
+    self.conv0 = layers.Conv2D(filters, 3, strides=2, padding='valid', kernel_initializer=init(),
                                name='conv0')
     self.convs = tuple(layers.Conv2D(filters * mult, 3, strides=2, padding='valid',
-                                     use_bias=False, kernel_initializer=init, name=f'conv{i + 1}')
+                                     use_bias=False, kernel_initializer=init(), name=f'conv{i + 1}')
                        for i, mult in enumerate((1, 2, 4)))
     self.norms = tuple(layers.BatchNormalization(
         momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, synchronized=True,
         gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), name=f'conv{i + 1}_bn')
                        for i in range(3))
     self.flatten = layers.Flatten(name='flatten')
-    self.fc = layers.Dense(1024, kernel_initializer=init, name='fc')
-    self.logits = layers.Dense(num_classes, kernel_initializer=init, name='logits')
+    self.fc = layers.Dense(1024, kernel_initializer=init(), name='fc')
+    self.logits = layers.Dense(num_classes, kernel_initializer=init(), name='logits')
 
   def call(self, x, training=False):
     # `ops.leaky_relu`: with TF's own gradient Grappler's remapper fails on conv0 + LeakyRelu.

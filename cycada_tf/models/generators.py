@@ -36,7 +36,13 @@ INITIALIZERS = ('normal', 'glorot')
 
 def kernel_initializer(name):
   """The pixel-stage networks' weight initialiser: `normal` is CycleGAN's and the release's
-  N(0, 0.02) (`init_weights(net, 'normal', gain=0.02)`); `glorot` is Keras' default."""
+  N(0, 0.02) (`init_weights(net, 'normal', gain=0.02)`); `glorot` is Keras' default.
+
+  Call it once per layer, never share the result: a Keras 3 initializer draws its seed when it is
+  created and then returns the same stream on every call, so two layers given one instance start
+  from the same numbers (equal kernels for equal shapes, a shared prefix otherwise), where the
+  release draws each layer independently.
+  """
   errors.check_choice('--config.model.gan_init', name, INITIALIZERS)
   return keras.initializers.RandomNormal(0.0, 0.02) if name == 'normal' else 'glorot_uniform'
 
@@ -182,13 +188,14 @@ class ResidualBlock(layers.Layer):
 
   def __init__(self, filters, dropout=0.0, init='normal', affine_norm=False, **kwargs):
     super().__init__(**kwargs)
-    initializer = kernel_initializer(init)
     self.pad1 = ReflectionPad2D(1)
-    self.conv1 = ValidConv2D(filters, 3, use_bias=False, kernel_initializer=initializer)
+    self.conv1 = ValidConv2D(filters, 3, use_bias=False,
+                             kernel_initializer=kernel_initializer(init))
     self.norm1 = instance_norm(affine_norm)
     self.dropout = GlobalBatchDropout(dropout) if dropout > 0 else None
     self.pad2 = ReflectionPad2D(1)
-    self.conv2 = ValidConv2D(filters, 3, use_bias=False, kernel_initializer=initializer)
+    self.conv2 = ValidConv2D(filters, 3, use_bias=False,
+                             kernel_initializer=kernel_initializer(init))
     self.norm2 = instance_norm(affine_norm)
 
   def call(self, x, training=False):
