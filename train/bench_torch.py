@@ -1,7 +1,6 @@
 r"""TensorFlow's training step beside a PyTorch eager one of the same networks, as one JSON line.
 
-    python -m train.bench_torch --stage=pixel --dataset=svhn_mnist \
-        --config.pixel.semantic_classifier=source [--steps=20] [--threads=2]
+    python -m train.bench_torch --stage=pixel --dataset=svhn_mnist [--steps=20] [--threads=2]
     python -m train.bench_torch --stage=source            # uci_mnist, LeNet
 
 An optional benchmark for the docs: how fast this implementation trains next to the authors'
@@ -608,9 +607,10 @@ def run():
   config.train.precision = 'fp32'
   stage_name = FLAGS.stage
   if stage_name == 'pixel' and config.pixel.get('semantic_classifier', 'source') == 'online':
-    raise UserError('--config.pixel.semantic_classifier=online: the PyTorch peer\'s pixel step '
-                    'has the frozen f_S only; add --config.pixel.semantic_classifier=source so '
-                    'both frameworks time the same step.')
+    # The PyTorch peer has the frozen f_S only: both frameworks time that step.
+    config.pixel.semantic_classifier = 'source'
+    _log('[bench_torch] pixel: the semantic term through the frozen f_S in both frameworks '
+         '(the PyTorch peer has no online classifier)')
   if stage_name == 'feature':
     config.feature.gate_threshold = -1.0  # gate open, as train.bench's default
   train_config = trainer.TrainConfig.from_config(config.train)

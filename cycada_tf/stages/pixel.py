@@ -369,7 +369,8 @@ def build(ctx, fresh=False, num_train=None):
 
 
 def run(ctx):
-  """Trains the translators against the frozen f_S and writes metrics.json and the PNG grid."""
+  """Trains the translators (semantic term through f_S or the online classifier) and writes
+  metrics.json and the PNG grid."""
   stage, networks = build(ctx)
   result = common.fit(ctx, stage)
   nets, classifier = networks['translators'], networks['classifier']
