@@ -12,6 +12,7 @@ Arguments after `--` are passed to every `train.main` call. Writes `results.json
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -46,6 +47,29 @@ def seed_commands(dataset, seed_dir, seed, extra_args, data_dir=None, feature_on
   return commands
 
 
+def run_child(command):
+  """Runs one `train.main` and returns its exit code; a stop aimed at this process reaches it.
+
+  SIGTERM (`kill`, a scheduler's stop) is passed on, so no seed keeps training alone after the
+  reproduction was stopped. Ctrl-C reaches the child from the terminal itself (same process
+  group): this process only waits for it to save its place and say how to resume, instead of
+  killing it mid-message as `subprocess.call` would.
+  """
+  child = subprocess.Popen(command)
+
+  def forward(signum, unused_frame):
+    if child.poll() is None:
+      child.send_signal(signum)
+
+  previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+              signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+  try:
+    return child.wait()
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+
+
 def main(argv):
   extra_args = list(argv[1:])
   root = os.path.join(FLAGS.model_dir, FLAGS.dataset)
@@ -57,7 +81,11 @@ def main(argv):
       if done_stage and os.path.exists(os.path.join(seed_dir, done_stage, 'metrics.json')):
         continue
       print('[reproduce]', ' '.join(command[1:]), flush=True)
-      code = subprocess.call(command)
+      code = run_child(command)
+      if code < 0:  # ended by a signal
+        print(f'[reproduce] seed {seed} stopped by signal {-code}; rerun the same command to '
+              'resume', file=sys.stderr)
+        sys.exit(128 - code)
       if code:
         print(f'[reproduce] seed {seed} failed with exit code {code}', file=sys.stderr)
         sys.exit(code)
