@@ -78,8 +78,9 @@ def get_config():
       semantic_weight=1.0,
       semantic_labels='predicted',  # predicted (paper Eq. 4) | true (release, S→T term)
       # source: the frozen f_S (paper Eq. 4) | online: the release's small classifier trained on
-      # real source during the stage (needs images of 31 px or more), its semantic terms zeroed
-      # while its last loss is above `semantic_gate_loss`; Adam at its own learning rate
+      # real source during the stage (needs images of 31 px or more; `model.discriminator_filters`
+      # wide, as the release's ndf), its semantic terms zeroed while its last loss is above
+      # `semantic_gate_loss`; Adam at its own learning rate
       semantic_classifier='source',
       semantic_classifier_learning_rate=1e-3,
       semantic_gate_loss=1.0,
