@@ -127,17 +127,20 @@ class OnlineClassifier:
   uninterrupted one. It is the global batch's mean (replicas average it), as on one device.
   """
 
-  def __init__(self, ctx, image_shape):
+  def __init__(self, ctx, image_shape, global_batch_size):
     config = ctx.config
     self.network = models.OnlineSemanticClassifier(
         num_classes=config.model.num_classes, filters=config.model.discriminator_filters,
         name='semantic_classifier')
     common.build_network(self.network, image_shape)
     section = config.pixel
+    # Adam with the pixel section's betas, at the classifier's own learning rate.
     self.optimizer = common.build_optimizer(
-        keras.optimizers.Adam(float(section.semantic_classifier_learning_rate),
-                              beta_1=float(section.beta_1), beta_2=float(section.beta_2)),
+        common.optimizer(section, float(section.semantic_classifier_learning_rate)),
         self.network)
+    # The supervised step every classifier stage uses, on real source (the release's
+    # `backward_CLS`).
+    self._train_step = common.classifier_step(self.network, self.optimizer, global_batch_size)
     self.last_loss = tf.Variable(float('inf'), trainable=False, name='semantic_classifier_loss',
                                  aggregation=tf.VariableAggregation.MEAN)
     self.gate_loss = float(section.semantic_gate_loss)
@@ -145,13 +148,9 @@ class OnlineClassifier:
   def gate(self):
     return tf.cast(self.last_loss <= self.gate_loss, tf.float32)
 
-  def update(self, xs, ys, global_batch_size):
-    """One step on real source images (the release's `backward_CLS`); returns the loss share."""
-    with tf.GradientTape() as tape:
-      loss = losses.average(losses.task_loss(ys, self.network(xs, training=True)[0]),
-                            global_batch_size)
-    variables = self.network.trainable_variables
-    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+  def update(self, xs, ys):
+    """One step on real source images; returns this replica's share of the loss."""
+    loss = self._train_step((xs, ys))['loss']
     # The replica's share of the global mean; MEAN aggregation of the per-replica values would
     # divide it again, so each replica writes its share scaled by the replica count.
     replicas = tf.distribute.get_replica_context().num_replicas_in_sync
@@ -193,7 +192,7 @@ def pixel_step(nets, classifier, optimizers, pools, section, global_batch_size, 
       optimizers[name].apply_gradients(zip(tape.gradient(d_loss, variables), variables))
       outputs[f'loss/{name}'] = d_loss
     if online is not None:
-      outputs['loss/semantic_classifier'] = online.update(xs, ys, global_batch_size)
+      outputs['loss/semantic_classifier'] = online.update(xs, ys)
       # The gate as the next step will see it: 1 once the classifier's loss is low enough.
       outputs['semantic_gate_open'] = online.gate() / tf.cast(
           tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
@@ -319,7 +318,8 @@ def build_stage(ctx, classifier, num_train=None, with_samples=True):
                   for name in Translators.NAMES}
     pools = {name: image_pool.ImagePool(section.pool_size, image_shape, seed=ctx.seed + i)
              for i, name in enumerate(('d_t', 'd_s'))}
-    online = OnlineClassifier(ctx, image_shape) if online_classifier else None
+    online = (OnlineClassifier(ctx, image_shape, batch_size) if online_classifier
+              else None)
   classifier.trainable = False
   stage_models, stage_optimizers = nets.as_dict(), dict(optimizers)
   extra_state = {'pool_d_t': pools['d_t'], 'pool_d_s': pools['d_s']}
