@@ -245,15 +245,20 @@ def make_run_steps(stage, strategy, train_config):
     else:
       stage = dataclasses.replace(
           stage, replica_step=tf.function(stage.replica_step, jit_compile=True))
-  # A function of its own, so the step is traced once although it is called twice below (the
-  # first step outside the loop gives the loop its metric structure).
   step_fn = tf.function(lambda batch: stage.step_in_cross_replica_context(strategy, batch))
 
   @tf.function
   def run_steps(iterator, num_steps):
-    """Runs `num_steps` compiled steps and returns each metric summed over them."""
-    totals = step_fn(next(iterator))
-    for _ in tf.range(num_steps - 1):
+    """Runs `num_steps` compiled steps and returns each metric summed over them.
+
+    The sums start from zeros shaped like the step's outputs, read off its traced signature, so
+    the step is called in one place only. Calling it once before the loop (to get that
+    structure) put two copies of the step in the graph that Grappler optimises on the first
+    call; the sums are the same (0 + x is exact).
+    """
+    outputs = step_fn.get_concrete_function(iterator.element_spec).structured_outputs
+    totals = {k: tf.zeros(v.shape, v.dtype) for k, v in outputs.items()}
+    for _ in tf.range(num_steps):
       outputs = step_fn(next(iterator))
       totals = {k: totals[k] + outputs[k] for k in totals}
     return totals
