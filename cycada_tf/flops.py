@@ -67,8 +67,8 @@ def graph_flops(graph, count_loops=False):
 
   A conditional counts its costlier branch (the feature stage's gated update counted as taken).
   Loop bodies are skipped unless `count_loops`, and then counted once: the trainer's multi-step
-  function runs its first step outside its `tf.range` loop and the rest inside, so skipping the
-  loop gives exactly one training step.
+  function runs its step only inside its `tf.range` loop, so counting that body once gives
+  exactly one training step (`train.bench`).
 
   Raises:
     UnknownShapeError: if a counted op's shape is not fully known.

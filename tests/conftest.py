@@ -3,7 +3,8 @@ tmp data_dir.
 
 Helpers used by several test modules live here (import them with `from tests.conftest import
 ...`): the repository root, running a snippet in a fresh interpreter (logical CPUs need a new
-process), the tiny uci_mnist config and its context, and reading TensorBoard scalars.
+process), the tiny uci_mnist config and its context, writing a finished stage without training
+it, and reading TensorBoard scalars.
 """
 
 import os
@@ -22,7 +23,7 @@ LONGEST_MODULES = (
     'test_replica_stages.py', 'test_all.py', 'test_segmentation_stages.py',
     'test_multi_worker.py', 'test_segmentation_replicas.py', 'test_bench.py',
     'test_distribute.py', 'test_stages.py', 'test_translated_cache.py', 'test_inspect.py',
-    'test_cli_errors.py', 'test_export.py', 'test_monitoring.py', 'test_pixel_images.py',
+    'test_cli_errors.py', 'test_export.py', 'test_monitoring.py',
     'test_segmentation_models.py', 'test_scenes_builder.py',
 )
 
@@ -34,11 +35,15 @@ def pytest_collection_modifyitems(items):
 
 
 def run_python(script, expect, timeout=240, argv=()):
-  """Runs `script` (with `argv`) with the repo importable; fails unless stdout has `expect`."""
+  """Runs `script` (with `argv`) with the repo importable; fails unless stdout has `expect`.
+
+  Returns the finished process, for tests that read more of its output.
+  """
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
   result = subprocess.run([sys.executable, '-c', script, *argv], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
   assert expect in result.stdout, result.stderr[-3000:]
+  return result
 
 
 def tiny_config(**max_steps):
@@ -64,6 +69,34 @@ def make_context(model_dir, data_dir, config=None):
   from cycada_tf.stages import common  # pylint: disable=g-import-not-at-top
   return common.Context(config=config or tiny_config(), pair=pairs.PAIRS['uci_mnist'],
                         model_dir=str(model_dir), data_dir=data_dir)
+
+
+def pretend_finished(ctx, stage_name, models_by_key=None):
+  """Writes what a finished stage leaves for later stages, `export` and `--stage=all`: a
+  checkpoint of `models_by_key` (as `trainer.fit` names them) and metrics.json.
+
+  A test of what a later stage does with a stage's output needs the output, not the training
+  (a pixel stage is a trace of about half a minute).
+  """
+  from cycada_tf import trainer  # pylint: disable=g-import-not-at-top
+  from cycada_tf.stages import common  # pylint: disable=g-import-not-at-top
+  stage_dir = ctx.stage_dir(stage_name)
+  if models_by_key:
+    trainer.checkpoint_for(models=models_by_key).save(
+        os.path.join(trainer.checkpoint_dir(stage_dir), 'ckpt'))
+  trainer.write_json_atomically(os.path.join(stage_dir, common.METRICS_FILE),
+                                {'stage': stage_name, 'target_test_accuracy': 0.5})
+
+
+def pretend_finished_pixel(ctx, seed):
+  """A finished pixel stage whose G_ST has the initial weights that `seed` draws (for `task`,
+  which only translates with G_ST, an untrained generator is as good as a trained one)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from cycada_tf.stages import common  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(seed)
+  g_st = common.build_network(common.new_generator(ctx.config, ctx.image_shape[-1]),
+                              ctx.image_shape)
+  pretend_finished(ctx, 'pixel', {'g_st': g_st})
 
 
 def session_run(path, signature, **inputs):

@@ -79,6 +79,7 @@ def test_source_bench_reports_speed_flops_and_peak():
   assert result['peak_matmul_gflops'] > 0 and result['fraction_of_peak'] > 0
   assert result['achieved_gflops'] == pytest.approx(
       result['fraction_of_peak'] * result['peak_matmul_gflops'])
+  assert result['kernels'] == 'cpu_tuned'  # auto, on this CPU-only machine
 
 
 def test_pixel_bench_runs_the_pixel_step_in_bf16():
@@ -112,15 +113,25 @@ def test_segmentation_steps_are_benchmarked_without_their_data():
   assert 'accuracy' in result['last_call_metrics']
 
 
-def test_both_precisions_are_timed_alternately_in_one_process():
+def test_both_precisions_in_one_process_with_speedup_and_op_seconds(tmp_path):
+  """One process times both precisions and profiles each (`--profile_dir`).
+
+  Under the profiler each precision's calls run in a block of their own; the alternation of
+  their order is the fake-based test below, and in a real process the `--kernels=both` run's.
+  """
   result = run_bench('--stage=source', '--precision=both', '--config.source.batch_size=8',
-                     '--config.train.steps_per_call=1')
+                     '--config.train.steps_per_call=1', f'--profile_dir={tmp_path}')
   assert result['precision'] == 'both'
   for name in ('fp32', 'bf16'):
     fields = result[name]
     assert fields['timed_steps'] == 3 and len(fields['examples_per_second_windows']) == 3
     assert fields['flops_per_example'] == LENET_STEP_FLOPS and fields['metrics_finite']
     assert fields['fraction_of_peak'] > 0
+    assert (tmp_path / name / 'plugins' / 'profile').is_dir()
+    seconds = fields['op_seconds_by_type']
+    # LeNet's step is convolutions (oneDNN's or TF's kernels) and their gradients.
+    assert any('Conv2D' in op for op in seconds), seconds
+    assert all(value >= 0 for value in seconds.values())
   # The speed-up is the median over pairs of calls, not a ratio of two separate medians.
   ratios = [b / f for f, b in zip(result['fp32']['examples_per_second_windows'],
                                   result['bf16']['examples_per_second_windows'])]
@@ -141,8 +152,6 @@ def test_both_kernel_paths_are_timed_alternately_and_named():
   ratios = [t / s for s, t in zip(result['stock']['examples_per_second_windows'],
                                   result['cpu_tuned']['examples_per_second_windows'])]
   assert result['cpu_tuned_speedup'] == pytest.approx(sorted(ratios)[1], rel=0.02)
-  single = run_bench('--stage=source', '--config.source.batch_size=8')
-  assert single['kernels'] == 'cpu_tuned'  # auto, on this CPU-only machine
 
 
 def test_calls_alternate_their_order_so_drift_hits_both_precisions_alike():
@@ -158,30 +167,11 @@ def test_calls_alternate_their_order_so_drift_hits_both_precisions_alike():
   assert [len(t) for t in timings] == [4, 4] and metrics == [{'loss': 1.0}, {'loss': 1.0}]
 
 
-def test_profile_gives_op_seconds_per_precision(tmp_path):
-  result = run_bench('--stage=source', '--precision=both', '--config.source.batch_size=8',
-                     f'--profile_dir={tmp_path}', '--peak_sizes=')
-  for name in ('fp32', 'bf16'):
-    assert (tmp_path / name / 'plugins' / 'profile').is_dir()
-    seconds = result[name]['op_seconds_by_type']
-    # LeNet's step is convolutions (oneDNN's or TF's kernels) and their gradients.
-    assert any('Conv2D' in op for op in seconds), seconds
-    assert all(value >= 0 for value in seconds.values())
-
-
 @flagsaver.flagsaver
 def test_both_precisions_need_step_mode():
   flags.FLAGS(['bench', '--stage=source', '--mode=input', '--precision=both'])
   with pytest.raises(UserError, match='--precision=both is for --mode=step'):
     bench.run()
-
-
-def test_input_mode_reads_the_real_pipeline(offline_data_dir):
-  result = run_bench('--stage=source', '--mode=input', f'--data_dir={offline_data_dir}',
-                     '--config.source.batch_size=32', '--config.train.steps_per_call=2')
-  assert result['mode'] == 'input' and result['examples_per_second'] > 0
-  assert result['timed_steps'] == 3 and result['global_batch_size'] == 32
-  assert 'flops_per_step' not in result
 
 
 @flagsaver.flagsaver
@@ -234,10 +224,12 @@ def test_bf16_networks_return_float32():
   assert np.isfinite(np.concatenate([np.ravel(t) for out in outputs for t in out])).all()
 
 
-def test_input_mode_moves_through_epochs_and_iterators(offline_data_dir):
-  # 2 batches per epoch; warm-up and timing read 35, i.e. into a second group of
-  # trainer.EPOCHS_PER_ITERATOR (10) epochs, which needs a new iterator, as in `fit`.
+def test_input_mode_reads_the_real_pipeline_through_epochs_and_iterators(offline_data_dir):
+  # 2 batches per epoch; warm-up and timing read 35 (calls of 10, 10, 10 and 5), i.e. into a
+  # second group of trainer.EPOCHS_PER_ITERATOR (10) epochs, which needs a new iterator, as in
+  # `fit`.
   result = run_bench('--stage=source', '--mode=input', f'--data_dir={offline_data_dir}',
                      '--config.source.batch_size=512', '--steps=25')
+  assert result['mode'] == 'input' and result['examples_per_second'] > 0
+  assert result['global_batch_size'] == 512 and 'flops_per_step' not in result
   assert result['steps_per_epoch'] == 2 and result['timed_steps'] == 25
-  assert result['examples_per_second'] > 0

@@ -60,55 +60,35 @@ def _custom_pair(tmp_path):
           f'--target={_folder(tmp_path / "b", 20, "L")}')
 
 
-def test_inspect_custom_pair_takes_config_data_flags(tmp_path):
-  result = _inspect(*_custom_pair(tmp_path), '--config.data.image_size=16',
-                    '--config.data.channels=1', f'--data_dir={tmp_path}',
-                    f'--out={tmp_path / "grid.png"}', '--samples=2')
-  assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads(result.stdout.strip().splitlines()[-1])
-  assert summary['source'] == {'train': 8, 'test': 4, 'classes': 2, 'shape': [16, 16, 1]}
-  assert summary['target']['shape'] == [16, 16, 1]
-  assert 'inferred' not in result.stdout
-
-
 @pytest.mark.slow
-def test_inspect_infers_a_folder_pairs_shape(tmp_path):
-  pair = _custom_pair(tmp_path)
-  result = _inspect(*pair, f'--data_dir={tmp_path}',
-                    f'--out={tmp_path / "grid.png"}', '--samples=2')
-  assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads(result.stdout.strip().splitlines()[-1])
-  assert summary['source']['shape'] == summary['target']['shape'] == [12, 12, 3]
-  inferred = [l for l in result.stdout.splitlines() if 'inferred' in l]
-  assert len(inferred) == 1 and '(12, 12, 3)' in inferred[0], result.stdout
-  # An explicit flag wins over the images for its own dimension only.
-  result = _inspect(*pair, '--config.data.channels=1',
+def test_inspect_infers_a_folder_pairs_shape_and_a_flag_wins(tmp_path):
+  """The image shape comes from the first folder's images except where a flag is given (the
+  combinations are tests/test_pairs.py's, in-process): here the channels."""
+  result = _inspect(*_custom_pair(tmp_path), '--config.data.channels=1',
                     f'--data_dir={tmp_path}', f'--out={tmp_path / "grid.png"}', '--samples=2')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert json.loads(result.stdout.strip().splitlines()[-1])['source']['shape'] == [12, 12, 1]
-
-
-def _main_pair_line(*args):
-  """train.main's stdout for `--stage=task` in an empty model_dir, which stops at once."""
-  # A batch the 8-image folders can fill, so the data checks pass and the stage itself stops.
-  result = subprocess.run([sys.executable, '-m', 'train.main', '--stage=task',
-                           '--config.task.batch_size=4', *args], cwd=_REPO,
-                          capture_output=True, text=True, timeout=120, check=False)
-  assert result.returncode == 2, result.stderr[-3000:]
-  assert "needs the finished 'pixel' stage" in result.stderr
-  return result.stdout
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary['source'] == {'train': 8, 'test': 4, 'classes': 2, 'shape': [12, 12, 1]}
+  assert summary['target']['shape'] == [12, 12, 1]
+  inferred = [l for l in result.stdout.splitlines() if 'inferred' in l]
+  assert len(inferred) == 1 and '(12, 12, 1)' in inferred[0], result.stdout
 
 
 @pytest.mark.slow
-def test_main_infers_a_folder_pairs_shape_and_flags_win(tmp_path):
-  pair = _custom_pair(tmp_path)
-  out = _main_pair_line(*pair, f'--model_dir={tmp_path / "run"}')
-  assert 'image shape (12, 12, 3), model_dir' in out
-  inferred = [l for l in out.splitlines() if 'inferred' in l]
-  assert len(inferred) == 1 and '(12, 12, 3)' in inferred[0], out
-  out = _main_pair_line(*pair, f'--model_dir={tmp_path / "run"}', '--config.data.image_size=16')
-  assert 'image shape (16, 16, 3), model_dir' in out
-  # A pair without a folder keeps the config's default shape.
-  out = _main_pair_line('--source=uci_digits', '--target=mnist_sample',
-                        f'--model_dir={tmp_path / "run2"}')
-  assert 'image shape (28, 28, 1), model_dir' in out and 'inferred' not in out
+def test_main_infers_a_folder_pairs_shape_and_a_flag_wins(tmp_path):
+  """train.main prints the shape it inferred and lets a flag win for its own dimension; it then
+  stops at the missing prerequisite in one line, naming the command to run first."""
+  source, target = _custom_pair(tmp_path)
+  # A batch the 8-image folders can fill, so the data checks pass and the stage itself stops.
+  result = subprocess.run(
+      [sys.executable, '-m', 'train.main', '--stage=task', '--config.task.batch_size=4',
+       source, target, '--config.data.image_size=16', f'--data_dir={tmp_path}',
+       f'--model_dir={tmp_path / "run"}'],
+      cwd=_REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  error_lines = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  assert len(error_lines) == 1 and "needs the finished 'pixel' stage" in error_lines[0]
+  assert f'run `python -m train.main --stage=pixel {source} {target}' in error_lines[0]
+  assert 'image shape (16, 16, 3), model_dir' in result.stdout
+  inferred = [l for l in result.stdout.splitlines() if 'inferred' in l]
+  assert len(inferred) == 1 and '(16, 16, 3)' in inferred[0], result.stdout

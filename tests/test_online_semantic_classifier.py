@@ -6,6 +6,8 @@ pairs keep the paper's frozen f_S. Its replica-count independence is in tests/te
 """
 
 import dataclasses
+import os
+import shutil
 
 import keras
 import numpy as np
@@ -121,24 +123,38 @@ def test_gate_zeroes_the_semantic_term_until_the_classifier_learns(tmp_path, off
 
 
 @pytest.mark.slow
-def test_resume_restores_the_classifier_and_its_gate(tmp_path, offline_data_dir):
+def test_resume_restores_the_classifier_and_its_gate(tmp_path, offline_data_dir, capsys):
   """Killed after 3 of 6 steps and resumed: the online classifier, its optimizer and its last
-  loss (the gate) continue as in the uninterrupted run."""
-  strategy = tf.distribute.get_strategy()
-  train_config = trainer.TrainConfig(log_every_steps=1, checkpoint_every_steps=1,
-                                     steps_per_call=1)
+  loss (the gate) continue as in the uninterrupted run.
 
-  def run(directory, max_steps):
+  The killed run is the uninterrupted run's own step-3 checkpoint, alone in a fresh model_dir:
+  with a constant learning rate (`decay_epochs=0`) and a log window closed at every step, it
+  holds what a run stopped at step 3 saves, without a third pixel fit (a trace of its own).
+  """
+  strategy = tf.distribute.get_strategy()
+  train_config = trainer.TrainConfig(log_every_steps=1, checkpoint_every_steps=3,
+                                     steps_per_call=1, max_checkpoints_to_keep=2)
+
+  def run(directory):
     ctx = _online_context(tmp_path / directory, offline_data_dir, gate_loss=100.0)
-    ctx.config.max_steps = max_steps
+    assert ctx.config.pixel.decay_epochs == 0
+    ctx.config.max_steps = 6
     keras.utils.set_random_seed(0)
     stage, _, _ = pixel.build_stage(ctx, common.new_classifier(ctx), with_samples=False)
     result = trainer.fit(stage, str(tmp_path / directory), strategy, train_config)
     return result, stage
 
-  straight, straight_stage = run('straight', 6)
-  run('resumed', 3)
-  resumed, resumed_stage = run('resumed', 6)
+  straight, straight_stage = run('straight')
+  saved = trainer.checkpoint_dir(str(tmp_path / 'straight'))
+  killed = trainer.checkpoint_dir(str(tmp_path / 'resumed'))
+  os.makedirs(killed)
+  for name in os.listdir(saved):
+    if name.startswith('ckpt-3.'):
+      shutil.copy(os.path.join(saved, name), killed)
+  tf.compat.v1.train.update_checkpoint_state(killed, os.path.join(killed, 'ckpt-3'))
+  capsys.readouterr()
+  resumed, resumed_stage = run('resumed')
+  assert f'resumed from {os.path.join(killed, "ckpt-3")} at step 3' in capsys.readouterr().out
   assert straight.steps == resumed.steps == 6
   for name in ('semantic_classifier', 'g_st'):
     for a, b in zip(straight_stage.models[name].weights, resumed_stage.models[name].weights):

@@ -117,6 +117,44 @@ def test_check_compatible_on_real_folders(tmp_path):
     pairs.check_compatible(source, target)
 
 
+def _image_folder(root, size, mode):
+  """A one-image-per-class train split of `size`×`size` images in PIL `mode`: `folder:root`."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  for name in ('cat', 'dog'):
+    path = root / 'train' / name / '0.png'
+    path.parent.mkdir(parents=True)
+    Image.new(mode, (size, size)).save(path)
+  return f'folder:{root}'
+
+
+def test_custom_image_shape_from_flags_else_the_first_folder_else_the_default(tmp_path):
+  """What train.main and train.inspect give a custom pair (each passes the flags given, None
+  for the others): a flag wins for its own dimension, the first folder domain's images (source
+  before target) decide the rest, with a note to print; a pair of catalog domains keeps the
+  config's shape, silently."""
+  rgb_12 = _image_folder(tmp_path / 'a', 12, 'RGB')
+  grey_20 = _image_folder(tmp_path / 'b', 20, 'L')
+  default = (28, 28, 1)
+
+  def shape(source, target, image_size=None, channels=None):
+    return pairs.custom_image_shape(source, target, image_size, channels, default=default)
+
+  for source, target, expected in ((rgb_12, grey_20, (12, 12, 3)),
+                                   (grey_20, rgb_12, (20, 20, 1)),
+                                   ('mnist', rgb_12, (12, 12, 3))):
+    inferred, note = shape(source, target)
+    assert inferred == expected
+    folder = source if source.startswith('folder:') else target
+    assert note.startswith(f'image shape {expected} inferred from the train images of {folder}')
+  size_only, note = shape(rgb_12, grey_20, image_size=16)
+  assert size_only == (16, 16, 3) and '(16, 16, 3) inferred' in note
+  channels_only, note = shape(rgb_12, grey_20, channels=1)
+  assert channels_only == (12, 12, 1) and '(12, 12, 1) inferred' in note
+  assert shape(rgb_12, grey_20, image_size=16, channels=1) == ((16, 16, 1), None)
+  assert shape('uci_digits', 'mnist_sample') == (default, None)
+  assert shape('uci_digits', 'mnist_sample', channels=3) == ((28, 28, 3), None)
+
+
 def test_digit_pixel_batch_is_the_paper_and_release_batch():
   """The paper and the release train the digit pixel stage on batches of 100; the offline pairs
   had 64 from the project's first skeleton until the pixel-batch section of

@@ -195,7 +195,7 @@ def prepare_step(ctx, stage_name, train_config, counts, warmup, examples_per_epo
        f'{time.perf_counter() - start:.1f} s')
   graph = run_steps.get_concrete_function(
       iterator, tf.constant(counts[0], dtype=tf.int64)).graph
-  return PreparedStep(call=call, flops_per_step=flops.graph_flops(graph),
+  return PreparedStep(call=call, flops_per_step=flops.graph_flops(graph, count_loops=True),
                       batch_size=batch_size, steps_per_call=counts[0])
 
 
