@@ -256,8 +256,8 @@ def make_run_steps(stage, strategy, train_config):
     structure) put two copies of the step in the graph that Grappler optimises on the first
     call; the sums are the same (0 + x is exact).
     """
-    outputs = step_fn.get_concrete_function(iterator.element_spec).structured_outputs
-    totals = {k: tf.zeros(v.shape, v.dtype) for k, v in outputs.items()}
+    traced = step_fn.get_concrete_function(iterator.element_spec).structured_outputs
+    totals = {k: tf.zeros(v.shape, v.dtype) for k, v in traced.items()}
     for _ in tf.range(num_steps):
       outputs = step_fn(next(iterator))
       totals = {k: totals[k] + outputs[k] for k in totals}

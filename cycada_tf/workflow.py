@@ -14,6 +14,7 @@ from cycada_tf import kernels
 from cycada_tf import precision
 from cycada_tf import results as results_lib
 from cycada_tf.stage_table import PIPELINE, STAGE_MODULES, TRAINABLE_STAGES, validate_stage
+from cycada_tf.errors import UserError
 from cycada_tf.errors import check_choice
 
 
@@ -48,11 +49,25 @@ def check_config(stage, config):
   before any of them trains: a typo in a feature setting fails in a second, not after the pixel
   stage's hour. Each stage module may define `check_config(config)` raising a UserError."""
   validate_stage(stage)
+  check_train_config(config)
   for name in PIPELINE if stage == 'all' else (stage,):
     module = importlib.import_module(f'cycada_tf.stages.{STAGE_MODULES[name][0]}')
     check = getattr(module, 'check_config', None)
     if check is not None:
       check(config)
+
+
+# `trainer.fit` cuts its calls at multiples of these: 0 would divide by zero or never advance.
+POSITIVE_TRAIN_SETTINGS = ('steps_per_call', 'log_every_steps', 'checkpoint_every_steps',
+                           'max_checkpoints_to_keep', 'epochs_per_iterator')
+
+
+def check_train_config(config):
+  """Raises a UserError unless every step count of `config.train` is at least 1."""
+  for name in POSITIVE_TRAIN_SETTINGS:
+    value = config.train.get(name, 1)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise UserError(f'--config.train.{name}={value!r} must be a whole number of at least 1.')
 
 
 def _run_stage(stage, ctx, *args):

@@ -57,7 +57,7 @@ def test_flops_counts_convs_matmuls_and_their_gradients():
     grads = tape.gradient(loss, [kernel, weights])
     extra = tf.cond(loss > 0, lambda: tf.matmul(weights, weights, transpose_a=True),
                     lambda: tf.zeros([4, 4]))
-    for _ in tf.range(n):  # loop bodies are the trainer's *other* steps: not counted
+    for _ in tf.range(n):  # the trainer's step sits in a loop body: counted once with count_loops
       extra = tf.matmul(extra, extra)
     return grads, extra
 

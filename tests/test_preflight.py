@@ -119,3 +119,16 @@ def test_a_custom_pairs_image_shape_is_saved(tmp_path):
   preflight.save_settings(_config(), pair, str(tmp_path))
   shape = preflight.restore_settings(_config(), pair, str(tmp_path), explicit=set())
   assert shape == (12, 12, 1)
+
+
+@pytest.mark.parametrize('name', ['steps_per_call', 'log_every_steps', 'checkpoint_every_steps',
+                                  'max_checkpoints_to_keep', 'epochs_per_iterator'])
+@pytest.mark.parametrize('value', [0, -1])
+def test_step_counts_below_one_are_refused_before_any_stage(name, value):
+  # `trainer.fit` cuts calls at multiples of these: 0 divided by zero or never advanced.
+  from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
+  config = uci_mnist.get_config()
+  workflow.check_config('all', config)
+  config.train[name] = value
+  with pytest.raises(UserError, match=rf'^--config\.train\.{name}={value} must be .* at least 1'):
+    workflow.check_config('source', config)
