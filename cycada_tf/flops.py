@@ -62,27 +62,34 @@ def _function_graph(graph, op, attr):
   return graph._get_function(op.node_def.attr[attr].func.name).graph  # pylint: disable=protected-access
 
 
-def graph_flops(graph, count_loops=False):
+def graph_flops(graph, count_loops=False, _inside_loop=False):
   """FLOPs of one execution of `graph` (a FuncGraph, e.g. `concrete_function.graph`).
 
   A conditional counts its costlier branch (the feature stage's gated update counted as taken).
   Loop bodies are skipped unless `count_loops`, and then counted once: the trainer's multi-step
   function runs its step only inside its `tf.range` loop, so counting that body once gives
-  exactly one training step (`train.bench`).
+  exactly one training step (`train.bench`). A loop inside that body runs an unknown number of
+  times per step, so it may hold no counted op (the image pool's loop holds none).
 
   Raises:
-    UnknownShapeError: if a counted op's shape is not fully known.
+    UnknownShapeError: if a counted op's shape is not fully known, or a loop inside a counted
+      loop holds counted ops.
   """
   total = 0
   for op in graph.get_operations():
     if op.type in _BRANCHING:
-      total += max(graph_flops(_function_graph(graph, op, name), count_loops)
+      total += max(graph_flops(_function_graph(graph, op, name), count_loops, _inside_loop)
                    for name in ('then_branch', 'else_branch'))
     elif op.type in _LOOPS:
       if count_loops:
-        total += graph_flops(_function_graph(graph, op, 'body'), count_loops)
+        body = graph_flops(_function_graph(graph, op, 'body'), count_loops, True)
+        if _inside_loop and body:
+          raise UnknownShapeError(
+              f'loop {op.name} inside the counted loop holds {body} FLOPs per iteration and its '
+              'trip count is unknown at trace time')
+        total += body
     elif op.type in _CALLS:
-      total += graph_flops(_function_graph(graph, op, 'f'), count_loops)
+      total += graph_flops(_function_graph(graph, op, 'f'), count_loops, _inside_loop)
     elif any(output.consumers() for output in op.outputs):
       # An unconsumed result (e.g. the gradient of the input images) is pruned before it runs.
       total += op_flops(op)

@@ -69,6 +69,24 @@ def test_flops_counts_convs_matmuls_and_their_gradients():
   assert flops.graph_flops(graph, count_loops=True) == expected + 2 * 4 * 4 * 4
 
 
+def test_flops_refuses_a_loop_with_counted_ops_inside_the_counted_loop():
+  weights = tf.Variable(tf.ones([4, 4]))
+
+  @tf.function
+  def run_steps(n):
+    total = tf.zeros([4, 4])
+    for _ in tf.range(n):  # the trainer's loop: its body is one step
+      x = tf.matmul(weights, weights)
+      for _ in tf.range(n):  # runs n times a step: a per-step count cannot know n
+        x = tf.matmul(x, weights)
+      total += x
+    return total
+
+  graph = run_steps.get_concrete_function(tf.constant(2)).graph
+  with pytest.raises(flops.UnknownShapeError, match='inside the counted loop'):
+    flops.graph_flops(graph, count_loops=True)
+
+
 def test_source_bench_reports_speed_flops_and_peak():
   # Epochs of 2 steps, while warm-up and timing read 6: the bench reads past an epoch's end.
   result = run_bench('--stage=source', '--config.source.batch_size=8', '--examples_per_epoch=16')
