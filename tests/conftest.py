@@ -4,7 +4,7 @@ tmp data_dir.
 Helpers used by several test modules live here (import them with `from tests.conftest import
 ...`): the repository root, running a snippet in a fresh interpreter (logical CPUs need a new
 process), the tiny uci_mnist config and its context, writing a finished stage without training
-it, and reading TensorBoard scalars.
+it, image folders for custom pairs, and reading TensorBoard summaries.
 """
 
 import os
@@ -99,6 +99,25 @@ def pretend_finished_pixel(ctx, seed):
   pretend_finished(ctx, 'pixel', {'g_st': g_st})
 
 
+def image_folder(root, classes=('cat', 'dog'), per_class=3, size=12, mode='L',
+                 splits=('train', 'test')):
+  """An ImageFolder tree root/<split>/<class>/<i>.png of random `size`×`size` images in PIL
+  `mode`; returns the domain name `folder:root`. `per_class` is a count, or {split: count}."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  channels = len(Image.new(mode, (1, 1)).getbands())
+  for split in splits:
+    count = per_class[split] if isinstance(per_class, dict) else per_class
+    for name in classes:
+      os.makedirs(os.path.join(root, split, name))
+      for i in range(count):
+        pixels = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(
+            os.path.join(root, split, name, f'{i}.png'))
+  return f'folder:{root}'
+
+
 def session_run(path, signature, **inputs):
   """Runs a SavedModel signature the way TF Serving does: TF1 session, graph-mode loader, fed
   by tensor name."""
@@ -111,17 +130,22 @@ def session_run(path, signature, **inputs):
     return session.run(fetches, feeds)
 
 
-def scalars(event_dir, tag):
-  """The values of one TensorBoard scalar, in step order."""
+def summaries_of(event_dir, tag):
+  """(step, summary value) of every TensorBoard summary `tag` in `event_dir`, in step order."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  values = []
+  found = []
   for name in sorted(os.listdir(event_dir)):
     for record in tf.data.TFRecordDataset(os.path.join(event_dir, name)):
       event = tf.compat.v1.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.tag == tag:
-          values.append((event.step, float(tf.make_ndarray(value.tensor))))
-  return [v for _, v in sorted(values)]
+      found += [(event.step, value) for value in event.summary.value if value.tag == tag]
+  return sorted(found, key=lambda step_value: step_value[0])
+
+
+def scalars(event_dir, tag):
+  """The values of one TensorBoard scalar, in step order."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return [v for _, v in sorted((step, float(tf.make_ndarray(value.tensor)))
+                              for step, value in summaries_of(event_dir, tag))]
 
 
 @pytest.fixture(scope='session')

@@ -7,11 +7,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-from PIL import Image
 import pytest
 
 from tests.conftest import REPO
+from tests.conftest import image_folder
 
 pytestmark = pytest.mark.slow
 
@@ -37,17 +36,6 @@ def _assert_one_line_error(result, pattern):
   lines = _error_lines(result)
   assert len(lines) == 1 and pattern in lines[0], result.stderr[-2000:]
   assert '] step ' not in result.stdout  # nothing trained
-
-
-def _folder(root, classes, per_class=4, size=10):
-  rng = np.random.default_rng(1)
-  for split in ('train', 'test'):
-    for name in classes:
-      os.makedirs(os.path.join(root, split, name))
-      for i in range(per_class):
-        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(
-            os.path.join(root, split, name, f'{i}.png'))
-  return f'folder:{root}'
 
 
 @pytest.mark.parametrize('flag, pattern', [
@@ -97,8 +85,8 @@ def test_bad_model_dir_and_small_batch_fail_before_any_work(tmp_path, offline_da
 def test_later_stages_use_the_saved_settings(tmp_path):
   """A custom pair trained at 16×16: `eval` without the flag loads it (it used to fail in the
   checkpoint restore with mismatched kernel shapes); a contradicting flag is one line."""
-  source = _folder(str(tmp_path / 's'), ['a', 'b', 'c'])
-  target = _folder(str(tmp_path / 't'), ['a', 'b', 'c'])
+  source = image_folder(str(tmp_path / 's'), ['a', 'b', 'c'], per_class=4, size=10)
+  target = image_folder(str(tmp_path / 't'), ['a', 'b', 'c'], per_class=4, size=10)
   run = ['--source=' + source, '--target=' + target, f'--model_dir={tmp_path / "run"}']
   trained = _main(['--stage=source', *run, '--config.data.image_size=16',
                    '--config.source.batch_size=4', '--config.source.epochs=1'], tmp_path)

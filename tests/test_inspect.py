@@ -5,10 +5,10 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 from PIL import Image
 
 from tests.conftest import REPO as _REPO
+from tests.conftest import image_folder
 
 # Each test starts train.main or train.inspect in a subprocess: excluded from the fast tier.
 pytestmark = pytest.mark.slow
@@ -40,24 +40,11 @@ def test_inspect_user_error_exits_2(tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith('error: both --dataset')
 
 
-def _folder(root, size, mode, classes=('cat', 'dog'), per_split=None):
-  """An ImageFolder tree root/<split>/<class>/<i>.png of `size`×`size` images in PIL `mode`."""
-  rng = np.random.default_rng(0)
-  channels = len(Image.new(mode, (1, 1)).getbands())
-  for split, count in (per_split or {'train': 4, 'test': 2}).items():
-    for name in classes:
-      (root / split / name).mkdir(parents=True)
-      for i in range(count):
-        pixels = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
-        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(
-            root / split / name / f'{i}.png')
-  return f'folder:{root}'
-
-
 def _custom_pair(tmp_path):
   """--source/--target flags: a 12×12 RGB source folder and a 20×20 grey target folder."""
-  return (f'--source={_folder(tmp_path / "a", 12, "RGB")}',
-          f'--target={_folder(tmp_path / "b", 20, "L")}')
+  counts = {'train': 4, 'test': 2}
+  return (f'--source={image_folder(tmp_path / "a", per_class=counts, size=12, mode="RGB")}',
+          f'--target={image_folder(tmp_path / "b", per_class=counts, size=20, mode="L")}')
 
 
 @pytest.mark.slow

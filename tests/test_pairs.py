@@ -7,6 +7,7 @@ import pytest
 from cycada_tf.data import domains
 from cycada_tf.data import pairs
 from cycada_tf.errors import UserError
+from tests.conftest import image_folder
 
 
 def test_registry_matches_the_spec():
@@ -117,23 +118,13 @@ def test_check_compatible_on_real_folders(tmp_path):
     pairs.check_compatible(source, target)
 
 
-def _image_folder(root, size, mode):
-  """A one-image-per-class train split of `size`×`size` images in PIL `mode`: `folder:root`."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  for name in ('cat', 'dog'):
-    path = root / 'train' / name / '0.png'
-    path.parent.mkdir(parents=True)
-    Image.new(mode, (size, size)).save(path)
-  return f'folder:{root}'
-
-
 def test_custom_image_shape_from_flags_else_the_first_folder_else_the_default(tmp_path):
   """What train.main and train.inspect give a custom pair (each passes the flags given, None
   for the others): a flag wins for its own dimension, the first folder domain's images (source
   before target) decide the rest, with a note to print; a pair of catalog domains keeps the
   config's shape, silently."""
-  rgb_12 = _image_folder(tmp_path / 'a', 12, 'RGB')
-  grey_20 = _image_folder(tmp_path / 'b', 20, 'L')
+  rgb_12 = image_folder(tmp_path / 'a', per_class=1, size=12, mode='RGB', splits=('train',))
+  grey_20 = image_folder(tmp_path / 'b', per_class=1, size=20, mode='L', splits=('train',))
   default = (28, 28, 1)
 
   def shape(source, target, image_size=None, channels=None):

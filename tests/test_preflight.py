@@ -2,26 +2,13 @@
 
 import os
 
-import numpy as np
-from PIL import Image
 import pytest
 
 from configs import uci_mnist
 from cycada_tf import preflight
 from cycada_tf.data import pairs
 from cycada_tf.errors import UserError
-
-
-def _folder(root, classes, splits=('train', 'test'), per_class=3, size=12):
-  """An ImageFolder tree root/<split>/<class>/<i>.png of tiny grey images."""
-  rng = np.random.default_rng(0)
-  for split in splits:
-    for name in classes:
-      os.makedirs(os.path.join(root, split, name))
-      for i in range(per_class):
-        pixels = rng.integers(0, 256, size=(size, size), dtype=np.uint8)
-        Image.fromarray(pixels).save(os.path.join(root, split, name, f'{i}.png'))
-  return f'folder:{root}'
+from tests.conftest import image_folder
 
 
 def _custom(source, target):
@@ -47,24 +34,24 @@ def test_model_dir_that_is_a_file_or_under_a_file(tmp_path):
 
 
 def test_different_class_names_fail_naming_both_lists(tmp_path):
-  pair = _custom(_folder(str(tmp_path / 's'), ['cat', 'dog']),
-                 _folder(str(tmp_path / 't'), ['0', '1']))
+  pair = _custom(image_folder(str(tmp_path / 's'), ['cat', 'dog']),
+                 image_folder(str(tmp_path / 't'), ['0', '1']))
   with pytest.raises(UserError, match=r"\['cat', 'dog'\] vs \['0', '1'\]"):
     preflight.check_data(_config(), pair, None, 'source')
 
 
 def test_nine_against_ten_classes_fail(tmp_path):
   digits = [str(i) for i in range(10)]
-  pair = _custom(_folder(str(tmp_path / 's'), digits[:9], per_class=1),
-                 _folder(str(tmp_path / 't'), digits, per_class=1))
+  pair = _custom(image_folder(str(tmp_path / 's'), digits[:9], per_class=1),
+                 image_folder(str(tmp_path / 't'), digits, per_class=1))
   with pytest.raises(UserError, match='different classes'):
     preflight.check_data(_config(batch=1), pair, None, 'all')
 
 
 def test_class_count_comes_from_the_data_unless_given(tmp_path):
   names = [f'c{i:02d}' for i in range(12)]
-  pair = _custom(_folder(str(tmp_path / 's'), names, per_class=1),
-                 _folder(str(tmp_path / 't'), names, per_class=1))
+  pair = _custom(image_folder(str(tmp_path / 's'), names, per_class=1),
+                 image_folder(str(tmp_path / 't'), names, per_class=1))
   config = _config()
   preflight.check_data(config, pair, None, 'source')
   assert config.model.num_classes == 12
@@ -74,15 +61,15 @@ def test_class_count_comes_from_the_data_unless_given(tmp_path):
 
 
 def test_a_missing_test_split_fails_before_training(tmp_path):
-  pair = _custom(_folder(str(tmp_path / 's'), ['a', 'b'], splits=('train',)),
-                 _folder(str(tmp_path / 't'), ['a', 'b']))
+  pair = _custom(image_folder(str(tmp_path / 's'), ['a', 'b'], splits=('train',)),
+                 image_folder(str(tmp_path / 't'), ['a', 'b']))
   with pytest.raises(UserError, match=r'no test images.*Fix: add .*s/test/<class>/<image>'):
     preflight.check_data(_config(), pair, None, 'source')
 
 
 def test_a_training_split_smaller_than_one_batch_names_the_fix(tmp_path):
-  pair = _custom(_folder(str(tmp_path / 's'), ['a', 'b']),  # 6 train images each
-                 _folder(str(tmp_path / 't'), ['a', 'b'], per_class=2))
+  pair = _custom(image_folder(str(tmp_path / 's'), ['a', 'b']),  # 6 train images each
+                 image_folder(str(tmp_path / 't'), ['a', 'b'], per_class=2))
   config = _config(batch=5)
   preflight.check_data(config, pair, None, 'source')  # 6 >= 5
   with pytest.raises(UserError, match=r'target_only reads 4 images, fewer than its batch_size 5'

@@ -19,6 +19,7 @@ from cycada_tf.stages import common
 from cycada_tf.stages import pixel
 from tests.conftest import make_context
 from tests.conftest import scalars
+from tests.conftest import summaries_of
 from tests.conftest import tiny_config
 
 # Trains real stages end to end: excluded from the fast tier (-m "not slow").
@@ -72,16 +73,6 @@ def test_pixel_losses_fall_and_grid_is_written(pipeline_dir):
   assert os.path.exists(metrics['translations_png'])
 
 
-def _image_steps(event_dir, tag='translations'):
-  """The steps at which the image summary `tag` was written, in order."""
-  steps = []
-  for name in sorted(os.listdir(event_dir)):
-    for record in tf.data.TFRecordDataset(os.path.join(event_dir, name)):
-      event = tf.compat.v1.Event.FromString(record.numpy())
-      steps += [event.step for value in event.summary.value if value.tag == tag]
-  return sorted(steps)
-
-
 def test_pixel_grid_is_written_first_every_and_last(pipeline_dir):
   """A run shorter than `image_every_steps` must still show the user a translation, so the
   grid is logged at the first log step and the final step as well as every 10 steps.
@@ -91,7 +82,8 @@ def test_pixel_grid_is_written_first_every_and_last(pipeline_dir):
   """
   assert pipeline_dir.config.pixel.image_every_steps == 10
   events = os.path.join(pipeline_dir.stage_dir('pixel'), 'train')
-  assert _image_steps(events) == [5, 10, 20, 30, 40, PIXEL_STEPS]
+  assert [step for step, _ in summaries_of(events, 'translations')] == [
+      5, 10, 20, 30, 40, PIXEL_STEPS]
 
 
 def test_task_input_is_g_st_output(pipeline_dir):
