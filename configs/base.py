@@ -50,6 +50,7 @@ def get_config():
       jit_compile=False,         # XLA-compile each step (see docs/performance.md)
       precision='fp32',          # fp32 | bf16 (Keras mixed_bfloat16; cycada_tf/precision.py)
       kernels='auto',            # auto | stock | cpu_tuned (cycada_tf/kernels.py)
+      filter_gradient='auto',    # auto | swapped | native: cpu_tuned's bf16 conv filter gradient
       max_checkpoints_to_keep=2,
       epochs_per_iterator=10,    # epochs read through one tf.data iterator (trainer.py)
       # source/target_only/task: log the source- and target-test accuracy (TensorBoard

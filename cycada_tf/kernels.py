@@ -9,19 +9,45 @@ cuDNN's kernels are the fast path and the extra transposes and gathers are likel
 of moments, float32-uniform dropout masks (still drawn for the global batch, so replica counts
 agree). `auto` (the default) picks `cpu_tuned` only when every replica is a CPU.
 
+One `cpu_tuned` op depends on the CPU model, not only on its being a CPU: the swapped bfloat16
+filter gradient of `ops.conv2d` (`config.train.filter_gradient`). It was written for oneDNN's
+AVX-512 BF16 filter gradient, which is barely faster than float32's; on a CPU with AMX, oneDNN's
+own kernel is fast and the swap made the bfloat16 release pixel step 1.36× slower
+(docs/performance.md). So `auto` swaps unless the CPU has the `amx_bf16` flag; `swapped` and
+`native` force either way. Float32 convolutions never swap.
+
 Both paths compute the same functions with the same variables, so a checkpoint written under one
 loads under the other. The choice is global state read when a step is traced, like Keras' dtype
 policy: `workflow` and `train.bench` set it with `scope` around each stage.
 """
 
 import contextlib
+import functools
 
 import tensorflow as tf
 
 from cycada_tf import errors
 
 CHOICES = ('auto', 'stock', 'cpu_tuned')
+FILTER_GRADIENT_CHOICES = ('auto', 'swapped', 'native')
+# CPU flags (x86 /proc/cpuinfo names) whose bfloat16 filter gradient beats the swap.
+FAST_BF16_FILTER_GRADIENT_FLAGS = ('amx_bf16',)
 _active = None  # None: not set, resolved as `auto` for the visible devices
+_filter_gradient = None  # None: not set, resolved as `auto` for this CPU
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags(path='/proc/cpuinfo'):
+  """The CPU's feature flags (empty where /proc/cpuinfo is not readable, e.g. not Linux); read
+  once, as every traced convolution asks."""
+  try:
+    with open(path) as f:
+      for line in f:
+        if line.startswith(('flags', 'Features')):
+          return frozenset(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  return frozenset()
 
 
 def check_choice(choice):
@@ -34,6 +60,20 @@ def resolve(choice, strategy=None):
   if check_choice(choice) != 'auto':
     return choice
   return 'cpu_tuned' if replicas_on_cpu(strategy) else 'stock'
+
+
+def check_filter_gradient(choice):
+  """UserError unless `choice` is a `config.train.filter_gradient` value."""
+  return errors.check_choice('--config.train.filter_gradient', choice, FILTER_GRADIENT_CHOICES)
+
+
+def resolve_filter_gradient(choice, flags=None):
+  """'swapped' or 'native' for a `config.train.filter_gradient` value on a CPU with `flags`
+  (this CPU's when None): `auto` is 'native' where AMX runs oneDNN's own kernel fast."""
+  if check_filter_gradient(choice) != 'auto':
+    return choice
+  flags = cpu_flags() if flags is None else flags
+  return 'native' if any(f in flags for f in FAST_BF16_FILTER_GRADIENT_FLAGS) else 'swapped'
 
 
 def replicas_on_cpu(strategy=None):
@@ -60,12 +100,20 @@ def cpu_tuned():
   return active() == 'cpu_tuned'
 
 
+def swaps_filter_gradient():
+  """Whether `ops.conv2d` traces its bfloat16 filter gradient as the swapped convolution now."""
+  return (_filter_gradient or resolve_filter_gradient('auto')) == 'swapped'
+
+
 @contextlib.contextmanager
-def scope(choice, strategy=None):
-  """Traces and runs models inside with `choice` resolved for `strategy`; restores afterwards."""
-  global _active
-  previous, _active = _active, resolve(choice, strategy)
+def scope(choice, strategy=None, filter_gradient='auto'):
+  """Traces and runs models inside with `choice` resolved for `strategy` and `filter_gradient`
+  for this CPU; restores both afterwards."""
+  global _active, _filter_gradient
+  previous = _active, _filter_gradient
+  _active = resolve(choice, strategy)
+  _filter_gradient = resolve_filter_gradient(filter_gradient)
   try:
     yield _active
   finally:
-    _active = previous
+    _active, _filter_gradient = previous

@@ -18,12 +18,17 @@ kernels. Values and gradients are identical to `MirrorPad`'s.
 `conv2d` exists because oneDNN's bfloat16 filter gradient (`Conv2DBackpropFilter`) is barely
 faster than its float32 one for the ResNet-9 residual convolutions (3×3, 256 → 256 channels on
 10×10 padded maps), while the forward convolution and the input gradient do gain from bfloat16,
-so the filter gradient holds back the bfloat16 step. See its docstring. `conv2d_transpose`
+so the filter gradient holds back the bfloat16 step. See its docstring. On CPUs with AMX oneDNN's
+own bfloat16 filter gradient is fast and the swap is slower, so it runs only where
+`kernels.swaps_filter_gradient()` (`config.train.filter_gradient`, chosen from the CPU's flags
+by default). `conv2d_transpose`
 applies the same swap to transposed convolutions, and `transpose` moves bfloat16 tensors faster
 than TF's kernel.
 """
 
 import tensorflow as tf
+
+from cycada_tf import kernels
 
 
 def _fold_reflected_border(grad, pad, axis):
@@ -143,7 +148,8 @@ def _swap_pads(shape, dtype, kernel_shape, stride_pair, padding):
   input of static `shape` and `dtype` should be the swapped forward convolution (see `conv2d`),
   else None."""
   rows, cols, channels = shape[1], shape[2], shape[3]
-  if (dtype != tf.bfloat16 or None in (rows, cols, channels)
+  if (dtype != tf.bfloat16 or not kernels.swaps_filter_gradient()
+      or None in (rows, cols, channels)
       or stride_pair[0] != stride_pair[1]
       or channels < SWAPPED_FILTER_GRADIENT_MIN_CHANNELS.get(stride_pair[0], float('inf'))):
     return None

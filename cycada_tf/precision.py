@@ -50,18 +50,6 @@ def current():
 NATIVE_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
 
 
-def cpu_flags(path='/proc/cpuinfo'):
-  """The CPU's feature flags (empty where /proc/cpuinfo is not readable, e.g. not Linux)."""
-  try:
-    with open(path) as f:
-      for line in f:
-        if line.startswith(('flags', 'Features')):
-          return set(line.split(':', 1)[1].split())
-  except OSError:
-    pass
-  return set()
-
-
 def bf16_warning(strategy, flags=None):
   """One line when bf16 would be emulated (a CPU run without AVX-512 BF16 or AMX), else None.
 
@@ -70,7 +58,7 @@ def bf16_warning(strategy, flags=None):
   """
   if not kernels.replicas_on_cpu(strategy):
     return None
-  flags = cpu_flags() if flags is None else flags
+  flags = kernels.cpu_flags() if flags is None else flags
   if not flags or any(f in flags for f in NATIVE_BF16_FLAGS):
     return None
   return ('warning: bf16 was asked for on a CPU without native bfloat16 (no avx512_bf16 or '

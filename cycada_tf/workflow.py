@@ -40,7 +40,8 @@ def stage_scope(stage, ctx, precision_name=None, kernel_path=None):
   Both come from the config unless given: `train.bench` passes each variant it compares.
   """
   with precision.policy_scope(precision_name or _stage_precision(stage, ctx.config)), \
-      kernels.scope(kernel_path or ctx.config.train.get('kernels', 'auto'), ctx.strategy):
+      kernels.scope(kernel_path or ctx.config.train.get('kernels', 'auto'), ctx.strategy,
+                    ctx.config.train.get('filter_gradient', 'auto')):
     yield
 
 

@@ -42,6 +42,8 @@ def _assert_one_line_error(result, pattern):
     ('--config.source.epochz=3', "no setting 'epochz'; did you mean 'epochs'?"),
     ('--config.source.epochs=abc', "--config.source.epochs=abc: invalid literal"),
     ('--no_such_flag=1', "Unknown command line flag 'no_such_flag'"),
+    ('--config.train.filter_gradient=fast',
+     "--config.train.filter_gradient='fast'; valid: auto, swapped, native."),
 ])
 def test_flag_mistakes_are_one_line_and_exit_2(tmp_path, flag, pattern):
   _assert_one_line_error(_main(['--stage=source', flag], tmp_path), pattern)

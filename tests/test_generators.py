@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from cycada_tf import errors
+from cycada_tf import kernels
 from cycada_tf import models
 
 
@@ -162,7 +163,7 @@ def test_resnet_generator_trains_in_bfloat16_with_the_swapped_filter_gradient():
     # 128 channels at 32 / 4 = 8×8: the residual convs take `ops.conv2d`'s swapped path.
     generator = models.ResnetGenerator(3, filters=32, num_blocks=1)
     images = _images((2, 32, 32, 3))
-    with tf.GradientTape() as tape:
+    with kernels.scope('cpu_tuned', filter_gradient='swapped'), tf.GradientTape() as tape:
       loss = tf.reduce_mean(tf.square(generator(images, training=True) - images))
     grads = tape.gradient(loss, generator.trainable_variables)
   finally:
@@ -201,8 +202,12 @@ def test_fast_backward_conv2d_transpose_rejects_output_padding():
     generators.FastBackwardConv2DTranspose(4, 3, strides=2, output_padding=1)
 
 
-def test_resnet_generator_bf16_filter_gradients_swapped_where_measured_faster():
-  """Only the 32×32-map convs (stem, first down, last up, output) keep TF's filter gradient."""
+@pytest.mark.parametrize('filter_gradient, native_filter_gradients', [('swapped', 4),
+                                                                       ('native', 8)])
+def test_resnet_generator_bf16_filter_gradients_swapped_where_measured_faster(
+    filter_gradient, native_filter_gradients):
+  """Swapped: only the 32×32-map convs (stem, first down, last up, output) keep TF's filter
+  gradient. Native (AMX CPUs' default): all eight convolutions do."""
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy('mixed_bfloat16')
   try:
@@ -217,12 +222,13 @@ def test_resnet_generator_bf16_filter_gradients_swapped_where_measured_faster():
         loss = tf.reduce_mean(generator(images, training=True))
       return tape.gradient(loss, generator.trainable_variables)
 
-    graph = grads.get_concrete_function(images).graph.as_graph_def()
+    with kernels.scope('cpu_tuned', filter_gradient=filter_gradient):
+      graph = grads.get_concrete_function(images).graph.as_graph_def()
   finally:
     keras.config.set_dtype_policy(previous)
   nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
   filter_grads = [node for node in nodes if node.op == 'Conv2DBackpropFilter']
-  assert len(filter_grads) == 4, [node.name for node in filter_grads]
+  assert len(filter_grads) == native_filter_gradients, [node.name for node in filter_grads]
 
 
 @pytest.mark.parametrize('network, shape', [

@@ -110,6 +110,27 @@ def test_auto_picks_cpu_tuned_only_when_every_replica_is_a_cpu():
     kernels.resolve('fast')
 
 
+def test_filter_gradient_auto_is_native_only_on_amx_cpus():
+  assert kernels.resolve_filter_gradient('auto', {'avx512f', 'avx512_bf16', 'amx_bf16'}) == 'native'
+  assert kernels.resolve_filter_gradient('auto', {'avx512f', 'avx512_bf16'}) == 'swapped'
+  assert kernels.resolve_filter_gradient('auto', set()) == 'swapped'
+  assert kernels.resolve_filter_gradient('swapped', {'amx_bf16'}) == 'swapped'
+  assert kernels.resolve_filter_gradient('native', set()) == 'native'
+  with pytest.raises(errors.UserError, match='filter_gradient'):
+    kernels.resolve_filter_gradient('fast')
+
+
+def test_scope_sets_and_restores_the_filter_gradient():
+  outside = kernels.swaps_filter_gradient()
+  assert outside == (kernels.resolve_filter_gradient('auto') == 'swapped')
+  with kernels.scope('cpu_tuned', filter_gradient='native'):
+    assert not kernels.swaps_filter_gradient()
+    with kernels.scope('cpu_tuned', filter_gradient='swapped'):
+      assert kernels.swaps_filter_gradient()
+    assert not kernels.swaps_filter_gradient()
+  assert kernels.swaps_filter_gradient() == outside
+
+
 def test_bf16_warning_names_the_missing_cpu_feature():
   strategy = tf.distribute.get_strategy()
   assert 'emulated' in precision.bf16_warning(strategy, flags={'avx2', 'fma'})

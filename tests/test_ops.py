@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cycada_tf import kernels
 from cycada_tf import ops
 
 
@@ -104,7 +105,15 @@ def test_instance_norm_in_bfloat16_keeps_the_dtype_and_normalises_per_image_chan
 
 def _check_conv_against_tf(ours, native, x, kernel, weights, swapped):
   """`ours` equals TF's `native` conv in float32 (values and gradients), is as close as TF's own
-  in bfloat16, and swaps the bfloat16 filter gradient exactly when `swapped`."""
+  in bfloat16, and swaps the bfloat16 filter gradient exactly when `swapped` where swapping is
+  on (`filter_gradient='swapped'`, the default of CPUs without AMX); with 'native' it never
+  swaps, whatever the CPU."""
+  for choice in ('swapped', 'native'):
+    with kernels.scope('cpu_tuned', filter_gradient=choice):
+      _check_conv_once(ours, native, x, kernel, weights, swapped and choice == 'swapped')
+
+
+def _check_conv_once(ours, native, x, kernel, weights, swapped):
   def value_and_grads(conv, dtype):
     with tf.GradientTape() as tape:
       tape.watch([x, kernel])

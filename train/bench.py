@@ -468,7 +468,9 @@ def run():
       'image_shape': list(ctx.image_shape),
       'precision': FLAGS.precision if FLAGS.precision == 'both' else config.train.precision,
       'kernels': 'both' if len(kernel_paths) > 1 else kernel_paths[0],
-      'cpu_flags': sorted(precision.cpu_flags() & SPEED_FLAGS),
+      'cpu_flags': sorted(kernels.cpu_flags() & SPEED_FLAGS),
+      'filter_gradient': kernels.resolve_filter_gradient(
+          config.train.get('filter_gradient', 'auto')),
       'jit_compile': bool(train_config.jit_compile),
       'strategy': distribute.describe(ctx.strategy),
       'replicas': ctx.strategy.num_replicas_in_sync,

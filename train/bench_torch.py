@@ -560,7 +560,7 @@ def _optional_kernels(config, strategy):
   if choice:
     config.train.kernels = choice
   path = kernels.resolve(config.train.get('kernels', 'auto'), strategy)
-  return path, kernels.scope(path, strategy)
+  return path, kernels.scope(path, strategy, config.train.get('filter_gradient', 'auto'))
 
 
 def _check_flags():

@@ -91,6 +91,16 @@ def custom_image_shape(config):
   return shape
 
 
+def _kernels_line(config, strategy):
+  """The kernel path for the start-up line, with the bf16 filter gradient where it applies."""
+  from cycada_tf import kernels  # pylint: disable=g-import-not-at-top
+  path = kernels.resolve(config.train.get('kernels', 'auto'), strategy)
+  if path == 'cpu_tuned' and config.train.get('precision', 'fp32') == 'bf16':
+    choice = kernels.resolve_filter_gradient(config.train.get('filter_gradient', 'auto'))
+    path += f' (bf16 filter gradient {choice})'
+  return path
+
+
 def build_context(training_run=True, check_data=True):
   """Parses and validates every flag into a stage Context (no TensorFlow work yet).
 
@@ -141,6 +151,7 @@ def build_context(training_run=True, check_data=True):
   # set per stage by `workflow` (export always builds float32 models).
   precision.policy_name(config.train.get('precision', 'fp32'))
   kernels.check_choice(config.train.get('kernels', 'auto'))  # devices are not set up yet
+  kernels.check_filter_gradient(config.train.get('filter_gradient', 'auto'))
   workflow.check_config(FLAGS.stage, config)
   tfds.disable_progress_bar()
   keras.utils.set_random_seed(int(config.seed))
@@ -155,7 +166,7 @@ def build_context(training_run=True, check_data=True):
     preflight.check_data(config, pair, FLAGS.data_dir, FLAGS.stage, explicit)
   print(f'[main] pair {pair.name}: {pair.source} → {pair.target}, image shape '
         f'{tuple(pair.image_shape)}, model_dir {model_dir}; {distribute.describe(strategy)}; '
-        f'kernels {kernels.resolve(config.train.get("kernels", "auto"), strategy)}', flush=True)
+        f'kernels {_kernels_line(config, strategy)}', flush=True)
   if config.train.get('precision', 'fp32') == 'bf16':
     warning = precision.bf16_warning(strategy)
     if warning:
