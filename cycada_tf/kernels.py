@@ -10,11 +10,13 @@ of moments, float32-uniform dropout masks (still drawn for the global batch, so 
 agree). `auto` (the default) picks `cpu_tuned` only when every replica is a CPU.
 
 One `cpu_tuned` op depends on the CPU model, not only on its being a CPU: the swapped bfloat16
-filter gradient of `ops.conv2d` (`config.train.filter_gradient`). It was written for oneDNN's
-AVX-512 BF16 filter gradient, which is barely faster than float32's; on a CPU with AMX, oneDNN's
-own kernel is fast and the swap made the bfloat16 release pixel step 1.36× slower
-(docs/performance.md). So `auto` swaps unless the CPU has the `amx_bf16` flag; `swapped` and
-`native` force either way. Float32 convolutions never swap.
+filter gradient of `ops.conv2d` and `ops.conv2d_transpose` (`config.train.filter_gradient`). It
+was written for oneDNN's AVX-512 BF16 filter gradient, which is barely faster than float32's; on
+a CPU with AMX, oneDNN's own kernel is fast and the swap made the bfloat16 release pixel step
+1.36× slower (docs/performance.md). So `auto` swaps unless the CPU has the `amx_bf16` flag;
+`swapped` and `native` force either way. `auto` reads the CPU's flags, not what oneDNN was
+allowed to use: where `ONEDNN_MAX_CPU_ISA` caps oneDNN below AMX, pass `swapped`. Float32
+convolutions never swap.
 
 Both paths compute the same functions with the same variables, so a checkpoint written under one
 loads under the other. The choice is global state read when a step is traced, like Keras' dtype
@@ -30,7 +32,7 @@ from cycada_tf import errors
 
 CHOICES = ('auto', 'stock', 'cpu_tuned')
 FILTER_GRADIENT_CHOICES = ('auto', 'swapped', 'native')
-# CPU flags (x86 /proc/cpuinfo names) whose bfloat16 filter gradient beats the swap.
+# CPU flags (x86 /proc/cpuinfo names) with which oneDNN's bfloat16 filter gradient beats the swap.
 FAST_BF16_FILTER_GRADIENT_FLAGS = ('amx_bf16',)
 _active = None  # None: not set, resolved as `auto` for the visible devices
 _filter_gradient = None  # None: not set, resolved as `auto` for this CPU
@@ -106,13 +108,16 @@ def swaps_filter_gradient():
 
 
 @contextlib.contextmanager
-def scope(choice, strategy=None, filter_gradient='auto'):
+def scope(choice, strategy=None, filter_gradient=None):
   """Traces and runs models inside with `choice` resolved for `strategy` and `filter_gradient`
-  for this CPU; restores both afterwards."""
+  for this CPU (None keeps the enclosing scope's, or `auto` outside any); restores both
+  afterwards. Both are resolved before anything changes, so a bad value leaves no trace."""
   global _active, _filter_gradient
+  path = resolve(choice, strategy)
+  gradient = (_filter_gradient if filter_gradient is None and _filter_gradient
+              else resolve_filter_gradient(filter_gradient or 'auto'))
   previous = _active, _filter_gradient
-  _active = resolve(choice, strategy)
-  _filter_gradient = resolve_filter_gradient(filter_gradient)
+  _active, _filter_gradient = path, gradient
   try:
     yield _active
   finally:

@@ -18,10 +18,10 @@ kernels. Values and gradients are identical to `MirrorPad`'s.
 `conv2d` exists because oneDNN's bfloat16 filter gradient (`Conv2DBackpropFilter`) is barely
 faster than its float32 one for the ResNet-9 residual convolutions (3×3, 256 → 256 channels on
 10×10 padded maps), while the forward convolution and the input gradient do gain from bfloat16,
-so the filter gradient holds back the bfloat16 step. See its docstring. On CPUs with AMX oneDNN's
-own bfloat16 filter gradient is fast and the swap is slower, so it runs only where
-`kernels.swaps_filter_gradient()` (`config.train.filter_gradient`, chosen from the CPU's flags
-by default). `conv2d_transpose`
+so the filter gradient holds back the bfloat16 step. See its docstring. On CPUs with AMX,
+oneDNN's own bfloat16 filter gradient is fast and the swap is slower, so the swap is used only
+where `kernels.swaps_filter_gradient()` says so (`config.train.filter_gradient`, by default
+chosen from the CPU's flags). `conv2d_transpose`
 applies the same swap to transposed convolutions, and `transpose` moves bfloat16 tensors faster
 than TF's kernel.
 """
@@ -185,7 +185,8 @@ def conv2d(x, kernel, strides=1, padding='VALID'):
   (no faster than float32, or slower), while its forward convolution is fast, so the swap is
   faster for the residual blocks' 3×3 convolutions and PatchGAN's stride-2 4×4 ones (timed
   alone at batch 100; see docs/performance.md). The values are the same sums in another order,
-  rounded to bfloat16 as the native gradient is.
+  rounded to bfloat16 as the native gradient is. Only where `kernels.swaps_filter_gradient()`
+  (by default not on CPUs with AMX, whose oneDNN filter gradient is fast).
   """
   # A tensor, not a (Keras, possibly autocast) variable: the custom gradient below is for
   # tensors, and the cast's own gradient carries dW back to a float32 variable.

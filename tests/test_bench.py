@@ -140,6 +140,7 @@ def test_both_precisions_in_one_process_with_speedup_and_op_seconds(tmp_path):
   result = run_bench('--stage=source', '--precision=both', '--config.source.batch_size=8',
                      '--config.train.steps_per_call=1', f'--profile_dir={tmp_path}')
   assert result['precision'] == 'both'
+  assert result['filter_gradient'] in ('swapped', 'native')  # bf16 on cpu_tuned (auto here)
   for name in ('fp32', 'bf16'):
     fields = result[name]
     assert fields['timed_steps'] == 3 and len(fields['examples_per_second_windows']) == 3
@@ -164,6 +165,7 @@ def test_both_kernel_paths_are_timed_alternately_and_named():
   result = run_bench('--stage=source', '--kernels=both', '--config.source.batch_size=8',
                      '--config.train.steps_per_call=1')
   assert result['kernels'] == 'both' and isinstance(result['cpu_flags'], list)
+  assert 'filter_gradient' not in result  # float32: the bf16 filter gradient does not apply
   for path in ('stock', 'cpu_tuned'):
     assert result[path]['kernels'] == path and result[path]['metrics_finite']
     assert result[path]['flops_per_example'] > 0

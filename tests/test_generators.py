@@ -202,10 +202,10 @@ def test_fast_backward_conv2d_transpose_rejects_output_padding():
     generators.FastBackwardConv2DTranspose(4, 3, strides=2, output_padding=1)
 
 
-@pytest.mark.parametrize('filter_gradient, native_filter_gradients', [('swapped', 4),
+@pytest.mark.parametrize('filter_gradient, backprop_filter_ops', [('swapped', 4),
                                                                        ('native', 8)])
 def test_resnet_generator_bf16_filter_gradients_swapped_where_measured_faster(
-    filter_gradient, native_filter_gradients):
+    filter_gradient, backprop_filter_ops):
   """Swapped: only the 32×32-map convs (stem, first down, last up, output) keep TF's filter
   gradient. Native (AMX CPUs' default): all eight convolutions do."""
   previous = keras.config.dtype_policy()
@@ -228,7 +228,7 @@ def test_resnet_generator_bf16_filter_gradients_swapped_where_measured_faster(
     keras.config.set_dtype_policy(previous)
   nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
   filter_grads = [node for node in nodes if node.op == 'Conv2DBackpropFilter']
-  assert len(filter_grads) == native_filter_gradients, [node.name for node in filter_grads]
+  assert len(filter_grads) == backprop_filter_ops, [node.name for node in filter_grads]
 
 
 @pytest.mark.parametrize('network, shape', [

@@ -44,10 +44,13 @@ def _outputs_and_gradients(network, x):
   return [o.numpy() for o in outputs], [g.numpy() for g in grads]
 
 
-@pytest.mark.parametrize('precision_name', ['fp32', 'bf16'])
+@pytest.mark.parametrize('precision_name, filter_gradient', [('fp32', 'auto'),
+                                                             ('bf16', 'swapped'),
+                                                             ('bf16', 'native')])
 @pytest.mark.parametrize('name, build, shape', _networks(), ids=[n for n, _, _ in _networks()])
-def test_stock_and_cpu_tuned_agree(name, build, shape, precision_name):
-  """fp32: equal to rounding. bf16: the paths differ by less than bf16 differs from fp32."""
+def test_stock_and_cpu_tuned_agree(name, build, shape, precision_name, filter_gradient):
+  """fp32: equal to rounding. bf16: the paths differ by less than bf16 differs from fp32, with
+  the swapped filter gradient and with oneDNN's own (whichever this CPU picks by default)."""
   del name
   keras.utils.set_random_seed(0)
   x = tf.random.stateless_uniform(shape, seed=(1, 2), minval=-1.0, maxval=1.0)
@@ -61,7 +64,7 @@ def test_stock_and_cpu_tuned_agree(name, build, shape, precision_name):
     network.set_weights(reference.get_weights())
     results = {}
     for path in ('stock', 'cpu_tuned'):
-      with kernels.scope(path):
+      with kernels.scope(path, filter_gradient=filter_gradient):
         results[path] = _outputs_and_gradients(network, x)
   flat = {key: outputs + grads for key, (outputs, grads) in
           dict(results, fp32=fp32).items()}
@@ -128,7 +131,14 @@ def test_scope_sets_and_restores_the_filter_gradient():
     with kernels.scope('cpu_tuned', filter_gradient='swapped'):
       assert kernels.swaps_filter_gradient()
     assert not kernels.swaps_filter_gradient()
+    with kernels.scope('stock'):  # no filter_gradient given: the enclosing choice stays
+      assert not kernels.swaps_filter_gradient() and kernels.active() == 'stock'
   assert kernels.swaps_filter_gradient() == outside
+  path = kernels.active()
+  with pytest.raises(errors.UserError, match='filter_gradient'):
+    with kernels.scope('stock', filter_gradient='fast'):
+      pass
+  assert kernels.active() == path and kernels.swaps_filter_gradient() == outside
 
 
 def test_bf16_warning_names_the_missing_cpu_feature():

@@ -469,13 +469,15 @@ def run():
       'precision': FLAGS.precision if FLAGS.precision == 'both' else config.train.precision,
       'kernels': 'both' if len(kernel_paths) > 1 else kernel_paths[0],
       'cpu_flags': sorted(kernels.cpu_flags() & SPEED_FLAGS),
-      'filter_gradient': kernels.resolve_filter_gradient(
-          config.train.get('filter_gradient', 'auto')),
       'jit_compile': bool(train_config.jit_compile),
       'strategy': distribute.describe(ctx.strategy),
       'replicas': ctx.strategy.num_replicas_in_sync,
       'tensorflow': tf.__version__,
   }
+  if 'bf16' in precisions and 'cpu_tuned' in kernel_paths:
+    # The one cpu_tuned choice that follows the CPU model (cycada_tf/kernels.py).
+    result['filter_gradient'] = kernels.resolve_filter_gradient(
+        config.train.get('filter_gradient', 'auto'))
   with contextlib.redirect_stdout(sys.stderr):
     if FLAGS.mode == 'input':
       with workflow.stage_scope(FLAGS.stage, ctx, config.train.precision, kernel_paths[0]):

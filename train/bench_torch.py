@@ -89,17 +89,10 @@ def default_threads():
     return os.cpu_count() or 1
 
 
-def cpu_speed_flags(path='/proc/cpuinfo'):
+def cpu_speed_flags():
   """The SPEED_FLAGS this CPU has (empty where /proc/cpuinfo cannot be read)."""
-  try:
-    with open(path) as f:
-      for line in f:
-        if line.startswith(('flags', 'Features')):
-          present = set(line.split(':', 1)[1].split())
-          return sorted(f for f in SPEED_FLAGS if f in present)
-  except OSError:
-    pass
-  return []
+  from cycada_tf import kernels  # pylint: disable=g-import-not-at-top
+  return sorted(kernels.cpu_flags() & set(SPEED_FLAGS))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def _undilated_channels_last(conv):
 class FastBackwardConv2D(layers.Conv2D):
   """A channels-last, undilated `Conv2D` computed by `ops.conv2d` on the `cpu_tuned` kernel path
   (`cycada_tf.kernels`): in bfloat16, a faster filter gradient on small maps (PatchGAN's
-  convolutions, the generators' residual and second downsampling convolutions). On `stock` it
+  convolutions, the generators' residual and second downsampling convolutions) where
+  `kernels.swaps_filter_gradient()` (not on AMX CPUs by default). On `stock` it
   is `layers.Conv2D`. Same variables and results as `layers.Conv2D`."""
 
   def __init__(self, filters, kernel_size, **kwargs):
@@ -151,7 +152,8 @@ class FastBackwardConv2D(layers.Conv2D):
 class FastBackwardConv2DTranspose(layers.Conv2DTranspose):
   """A channels-last, undilated `Conv2DTranspose` without `output_padding`, computed by
   `ops.conv2d_transpose` on the `cpu_tuned` kernel path (`cycada_tf.kernels`): in bfloat16, a
-  faster filter gradient on small maps (the decoder's first stage). On `stock` it is
+  faster filter gradient on small maps (the decoder's first stage) where
+  `kernels.swaps_filter_gradient()` (not on AMX CPUs by default). On `stock` it is
   `layers.Conv2DTranspose`. Same variables and results as `layers.Conv2DTranspose`."""
 
   def __init__(self, filters, kernel_size, **kwargs):
