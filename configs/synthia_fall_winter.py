@@ -1,4 +1,4 @@
-"""SYNTHIA-SEQS fall → winter (SPEC §4, paper Table 5): 13 classes, FCN8s as in the paper.
+"""SYNTHIA-SEQS fall → winter (SPEC §4, paper Table 3): 13 classes, FCN8s as in the paper.
 
 Front-view frames at their native 760x1280, resized to width 1024 like GTA5; the paper's table
 reports FCN8s, with ImageNet VGG16 weights.

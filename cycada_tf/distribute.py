@@ -49,7 +49,7 @@ def create_strategy(name='auto', cpu_replicas=0):
   if name == 'multi_worker':
     if 'TF_CONFIG' not in os.environ:
       raise UserError('--strategy=multi_worker needs the TF_CONFIG environment variable '
-                      '(cluster and task); see the README section "Many machines".')
+                      '(cluster and task); see the README section "Distributed training".')
     configure_cpu_replicas(cpu_replicas)
     return tf.distribute.MultiWorkerMirroredStrategy()
   configure_cpu_replicas(cpu_replicas)

@@ -19,7 +19,8 @@ Signatures of the translator SavedModel (G_ST: source rendered in target style):
   With `keep_size=True` (segmentation, where images are not all one size) nothing is resized:
   H and W must be multiples of `SIZE_MULTIPLE` (the generators' two stride-2 stages), the output
   is uint8 [N, H, W, C_model], and the images of one `serve_bytes` request must share a size.
-Signatures of the segmenter SavedModel (`SegmenterServer`, any H and W, never resized):
+Signatures of the segmenter SavedModel (`SegmenterServer`, any H and W; resized only to
+`data.resize_width` when that is set, outputs at the input's resolution):
   serving_default(images: uint8 [N, H, W, C], C in {1, 3})
       -> class_map: uint8 [N, H, W], probabilities: float32 [N, H, W, num_classes]
   serve_bytes(images: string [N], encoded PNG/JPEG/GIF/BMP/WebP, one size per request)
@@ -400,8 +401,8 @@ class SegmenterServer(_Server):
   """A segmentation net: images of any H×W → `class_map` uint8 [N, H, W] and `probabilities`
   float32 [N, H, W, num_classes], at the input's own resolution.
 
-  Images are never resized (a street scene resized to a fixed frame would change what each
-  pixel's label refers to): the pixels are only converted to the model's `channels` and scaled
+  Images are never resized to a fixed frame (that would change what each pixel's label refers
+  to), only scaled by `resize_width` below when it is set: the pixels are only converted to the model's `channels` and scaled
   to [-1, 1] like the pipeline's. `model(x, training=False)` must return (logits [N, h, w, K],
   features); logits of another size than the input are resized bilinearly (`resize_to`)
   before the softmax and the argmax. `serve_bytes` takes one size per request (images of
