@@ -114,8 +114,7 @@ def scope(choice, strategy=None, filter_gradient=None):
   afterwards. Both are resolved before anything changes, so a bad value leaves no trace."""
   global _active, _filter_gradient
   path = resolve(choice, strategy)
-  gradient = (_filter_gradient if filter_gradient is None and _filter_gradient
-              else resolve_filter_gradient(filter_gradient or 'auto'))
+  gradient = resolve_filter_gradient(filter_gradient) if filter_gradient else _filter_gradient
   previous = _active, _filter_gradient
   _active, _filter_gradient = path, gradient
   try:
