@@ -17,3 +17,13 @@ def check_choice(flag, value, valid, problem=''):
   if value not in valid:
     raise UserError(f'{flag}={value!r}{problem}; valid: {", ".join(valid)}.')
   return value
+
+
+def check_positive(flag, value, fix=None):
+  """Returns `value` if it is a whole number of at least 1, else raises the one-line UserError
+  every count setting gives: `{flag}={value!r} must be a whole number of at least 1.` (bools
+  are refused: `True` is an int to Python, never a count to a user)."""
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    fix = f' Fix: {fix}' if fix else ''
+    raise UserError(f'{flag}={value!r} must be a whole number of at least 1.{fix}')
+  return value

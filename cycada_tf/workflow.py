@@ -14,8 +14,8 @@ from cycada_tf import kernels
 from cycada_tf import precision
 from cycada_tf import results as results_lib
 from cycada_tf.stage_table import PIPELINE, STAGE_MODULES, TRAINABLE_STAGES, validate_stage
-from cycada_tf.errors import UserError
 from cycada_tf.errors import check_choice
+from cycada_tf.errors import check_positive
 
 
 def _stage_attribute(stage, index):
@@ -66,9 +66,7 @@ POSITIVE_TRAIN_SETTINGS = ('steps_per_call', 'log_every_steps', 'checkpoint_ever
 def check_train_config(config):
   """Raises a UserError unless every step count of `config.train` is at least 1."""
   for name in POSITIVE_TRAIN_SETTINGS:
-    value = config.train.get(name, 1)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise UserError(f'--config.train.{name}={value!r} must be a whole number of at least 1.')
+    check_positive(f'--config.train.{name}', config.train.get(name, 1))
 
 
 def _run_stage(stage, ctx, *args):

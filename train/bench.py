@@ -431,9 +431,9 @@ def run():
   from cycada_tf import precision  # pylint: disable=g-import-not-at-top
   from cycada_tf import trainer  # pylint: disable=g-import-not-at-top
   from cycada_tf.errors import UserError  # pylint: disable=g-import-not-at-top
+  from cycada_tf.errors import check_positive  # pylint: disable=g-import-not-at-top
   from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
-  if FLAGS.steps < 1:
-    raise UserError(f'--steps={FLAGS.steps} must be at least 1.')
+  check_positive('--steps', FLAGS.steps)
   if FLAGS.precision == 'both' and FLAGS.mode == 'input':
     raise UserError('--precision=both is for --mode=step: the input pipeline does not depend '
                     'on the precision.')

@@ -559,11 +559,11 @@ def _optional_kernels(config, strategy):
 def _check_flags():
   from cycada_tf.errors import UserError  # pylint: disable=g-import-not-at-top
   from cycada_tf.errors import check_choice  # pylint: disable=g-import-not-at-top
+  from cycada_tf.errors import check_positive  # pylint: disable=g-import-not-at-top
   check_choice('--stage', FLAGS.stage, TORCH_STAGES, problem=' has no PyTorch version here')
-  if FLAGS.steps < 1:
-    raise UserError(f'--steps={FLAGS.steps} must be at least 1.')
-  if FLAGS.threads is not None and FLAGS.threads < 1:
-    raise UserError(f'--threads={FLAGS.threads} must be at least 1.')
+  check_positive('--steps', FLAGS.steps)
+  if FLAGS.threads is not None:
+    check_positive('--threads', FLAGS.threads)
   if FLAGS.mode != 'step':
     raise UserError('train.bench_torch times the training step only (--mode=step).')
   if FLAGS.precision not in (None, 'fp32'):

@@ -29,7 +29,7 @@ from configs import base
 from cycada_tf.data import domains
 from cycada_tf.data import pairs
 from cycada_tf.data import pipeline
-from cycada_tf.errors import UserError
+from cycada_tf.errors import check_positive
 from train import cli
 
 FLAGS = flags.FLAGS
@@ -114,8 +114,7 @@ def default_out(pair):
 
 def run(dataset, source, target, image_size, channels, data_dir, out, samples):
   """Writes the grid and returns the summary dict (raises UserError on bad input)."""
-  if samples < 1:
-    raise UserError(f'--samples={samples} must be at least 1. Fix: pass --samples=8.')
+  check_positive('--samples', samples, fix='pass --samples=8.')
   pair = pair_from_flags(dataset, source, target, image_size, channels)
   summary = summarize(pair, data_dir)
   out = out or default_out(pair)

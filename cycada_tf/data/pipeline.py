@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from cycada_tf.data import domains
-from cycada_tf.errors import UserError
+from cycada_tf.errors import check_positive
 
 # uint8 value used to pad when the content is shrunk inside the frame: black, like MNIST.
 _BACKGROUND = 0.0
@@ -120,8 +120,7 @@ def domain_dataset(spec, split, image_shape, *, batch_size, data_dir=None, shuff
   With `input_context` (from `distribute`), each input pipeline reads its own shard and batches
   the per-replica share of the global `batch_size`. `memo`: see `domain_examples`.
   """
-  if batch_size < 1:
-    raise UserError(f'batch size {batch_size} must be at least 1. Fix: set a positive batch_size.')
+  check_positive('batch size', batch_size, fix='set a positive batch_size.')
   crops = shuffle if crops is None else crops
   segmentation = domains.domain_info(spec, data_dir).task == 'segmentation'
   dataset = domain_examples(spec, split, image_shape, data_dir=data_dir,
@@ -240,9 +239,7 @@ def random_crop_and_flip(image, label, crop_size, seed, flip=True, ignore_label=
 
 def steps_per_epoch(num_examples, global_batch_size):
   """Full batches in one pass over the data, but never 0 (tiny domains still train)."""
-  if global_batch_size < 1:
-    raise UserError(f'batch size {global_batch_size} must be at least 1. '
-                    'Fix: set a positive batch_size.')
+  check_positive('batch size', global_batch_size, fix='set a positive batch_size.')
   return max(1, num_examples // global_batch_size)
 
 
