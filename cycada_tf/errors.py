@@ -6,6 +6,8 @@ with a message that names the thing at fault and the fix. `train/main.py` catche
 it as one line and exits with code 2, so users never see a traceback from deep inside TF.
 """
 
+import numbers
+
 
 class UserError(Exception):
   """A problem with the user's input, with a message that says how to fix it."""
@@ -22,8 +24,8 @@ def check_choice(flag, value, valid, problem=''):
 def check_positive(flag, value, fix=None):
   """Returns `value` if it is a whole number of at least 1, else raises the one-line UserError
   every count setting gives: `{flag}={value!r} must be a whole number of at least 1.` (bools
-  are refused: `True` is an int to Python, never a count to a user)."""
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+  are refused: `True` is an int to Python, never a count to a user; NumPy integers pass)."""
+  if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
     fix = f' Fix: {fix}' if fix else ''
     raise UserError(f'{flag}={value!r} must be a whole number of at least 1.{fix}')
   return value

@@ -1,6 +1,7 @@
 """errors.check_choice and errors.check_positive: the one message every enumerated setting
 and every count gives."""
 
+import numpy as np
 import pytest
 
 from cycada_tf import errors
@@ -28,3 +29,7 @@ def test_a_count_below_one_or_not_whole_names_the_flag_and_the_value(value):
     errors.check_positive('--samples', value, fix='pass --samples=8.')
   assert str(raised.value) == (f'--samples={value!r} must be a whole number of at least 1. '
                                'Fix: pass --samples=8.')
+
+
+def test_a_numpy_integer_is_a_count():
+  assert errors.check_positive('batch size', np.int64(32)) == 32
