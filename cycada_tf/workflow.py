@@ -52,6 +52,11 @@ def check_config(stage, config):
   validate_stage(stage)
   check_train_config(config)
   for name in PIPELINE if stage == 'all' else (stage,):
+    # Checked here, so that a batch size of 0 fails now with the setting's name, not when the
+    # stage builds its pipeline after the earlier stages of `all` trained.
+    section = config.get(name)
+    if section is not None and 'batch_size' in section:
+      check_positive(f'--config.{name}.batch_size', section.batch_size)
     module = importlib.import_module(f'cycada_tf.stages.{STAGE_MODULES[name][0]}')
     check = getattr(module, 'check_config', None)
     if check is not None:

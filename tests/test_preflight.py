@@ -119,3 +119,15 @@ def test_step_counts_below_one_are_refused_before_any_stage(name, value):
   config.train[name] = value
   with pytest.raises(UserError, match=rf'^--config\.train\.{name}={value} must be .* at least 1'):
     workflow.check_config('source', config)
+
+
+@pytest.mark.parametrize('stage', ['source', 'target_only', 'pixel', 'task', 'feature'])
+@pytest.mark.parametrize('value', [0, -4])
+def test_a_batch_size_below_one_is_refused_before_any_stage(stage, value):
+  # Without this check, `all` failed only when the stage built (after the earlier ones trained).
+  # (A non-integer cannot get here: the config's fields keep their int type.)
+  from cycada_tf import workflow  # pylint: disable=g-import-not-at-top
+  config = uci_mnist.get_config()
+  config[stage].batch_size = value
+  with pytest.raises(UserError, match=rf'^--config\.{stage}\.batch_size={value} must be a whole'):
+    workflow.check_config('all', config)

@@ -120,7 +120,7 @@ def domain_dataset(spec, split, image_shape, *, batch_size, data_dir=None, shuff
   With `input_context` (from `distribute`), each input pipeline reads its own shard and batches
   the per-replica share of the global `batch_size`. `memo`: see `domain_examples`.
   """
-  check_positive('batch size', batch_size, fix='set a positive batch_size.')
+  check_positive('batch_size', batch_size, fix='set a positive batch_size.')
   crops = shuffle if crops is None else crops
   segmentation = domains.domain_info(spec, data_dir).task == 'segmentation'
   dataset = domain_examples(spec, split, image_shape, data_dir=data_dir,
@@ -239,7 +239,7 @@ def random_crop_and_flip(image, label, crop_size, seed, flip=True, ignore_label=
 
 def steps_per_epoch(num_examples, global_batch_size):
   """Full batches in one pass over the data, but never 0 (tiny domains still train)."""
-  check_positive('batch size', global_batch_size, fix='set a positive batch_size.')
+  check_positive('batch_size', global_batch_size, fix='set a positive batch_size.')
   return max(1, num_examples // global_batch_size)
 
 
