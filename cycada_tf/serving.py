@@ -403,9 +403,9 @@ class SegmenterServer(_Server):
 
   Images are never resized to a fixed frame (that would change what each pixel's label refers
   to), only scaled by `resize_width` below when it is set: the pixels are only converted to the
-  model's `channels` and scaled to [-1, 1] like the pipeline's. `model(x, training=False)` must return (logits [N, h, w, K],
-  features); logits of another size than the input are resized bilinearly (`resize_to`)
-  before the softmax and the argmax. `serve_bytes` takes one size per request (images of
+  model's `channels` and scaled to [-1, 1] like the pipeline's. `model(x, training=False)` must
+  return (logits [N, h, w, K], features); logits of another size than the input are resized
+  bilinearly (`resize_to`) before the softmax and the argmax. `serve_bytes` takes one size per request (images of
   different sizes go in separate requests; see `decode_same_size`). The model must be built
   (see `_Server`); `warmup_size` is the (height, width) of the warm-up requests.
 
