@@ -6,8 +6,9 @@ backprop convolutions that are two thirds of a training step) and does not look 
 functions (`tf.cond` branches, XLA-compiled steps). This module walks the graph and every
 function it calls and counts 2 FLOPs per multiply-accumulate of Conv2D, Conv2DBackpropInput
 (also transposed convolutions), Conv2DBackpropFilter, MatMul and BatchMatMul from their static
-shapes, skipping results nothing consumes (TF prunes those before running). Element-wise ops (norms, activations, optimizer updates) are not counted: they are a few
-percent of a convnet step, and leaving them out makes the figure a lower bound on work done.
+shapes, skipping results nothing consumes (TF prunes those before running). Element-wise ops
+(norms, activations, optimizer updates) are not counted: they are a few percent of a convnet
+step, and leaving them out makes the figure a lower bound on work done.
 """
 
 import numpy as np
@@ -59,7 +60,8 @@ def op_flops(op):
 
 
 def _function_graph(graph, op, attr):
-  return graph._get_function(op.node_def.attr[attr].func.name).graph  # pylint: disable=protected-access
+  name = op.node_def.attr[attr].func.name
+  return graph._get_function(name).graph  # pylint: disable=protected-access
 
 
 def graph_flops(graph, count_loops=False, _inside_loop=False):

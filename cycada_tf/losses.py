@@ -123,8 +123,9 @@ def feature_discriminator_loss(source_d_logits, target_d_logits):
   """D_feat's 2-way CE (source = 1, target = 0) as one [B] vector: 0.5·(ce_src[i] + ce_tgt[i]).
 
   Pairing the i-th source and i-th target example (both halves have the same batch size B) keeps
-  the result a per-example vector of the usual length, so `average(loss, global_batch_size=B_global)`
-  is exactly 0.5·(mean source CE + mean target CE), the loss over the 2B concatenated examples.
+  the result a per-example vector of the usual length, so
+  `average(loss, global_batch_size=B_global)` is exactly 0.5·(mean source CE + mean target CE),
+  the loss over the 2B concatenated examples.
   Score maps [B, h, w, 2] are reduced per example first, which also lets the halves differ in h, w.
   """
   source = _constant_class_ce(source_d_logits, SOURCE_LABEL)

@@ -405,9 +405,9 @@ class SegmenterServer(_Server):
   to), only scaled by `resize_width` below when it is set: the pixels are only converted to the
   model's `channels` and scaled to [-1, 1] like the pipeline's. `model(x, training=False)` must
   return (logits [N, h, w, K], features); logits of another size than the input are resized
-  bilinearly (`resize_to`) before the softmax and the argmax. `serve_bytes` takes one size per request (images of
-  different sizes go in separate requests; see `decode_same_size`). The model must be built
-  (see `_Server`); `warmup_size` is the (height, width) of the warm-up requests.
+  bilinearly (`resize_to`) before the softmax and the argmax. `serve_bytes` takes one size per
+  request (images of different sizes go in separate requests; see `decode_same_size`). The model
+  must be built (see `_Server`); `warmup_size` is the (height, width) of the warm-up requests.
 
   `resize_width` (the config's `data.resize_width`; 0: none) runs the model at the scale it was
   trained and evaluated at: the scaled image is resized to that width first (`pipeline.

@@ -172,7 +172,8 @@ def scenes_data_dir(tmp_path_factory):
   splits are what every test (and subprocess) given this directory sees.
   """
   from cycada_tf.data import domains  # pylint: disable=g-import-not-at-top
-  from cycada_tf.data.builders.scenes import scenes_dataset_builder as scenes  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from cycada_tf.data.builders.scenes import scenes_dataset_builder as scenes
   data_dir = str(tmp_path_factory.mktemp('tfds_scenes'))
   with pytest.MonkeyPatch.context() as patch:
     for builder in (scenes.ScenesSynthetic, scenes.ScenesReal):

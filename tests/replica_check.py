@@ -67,7 +67,8 @@ def build(stage_name, strategy, data_dir, model_dir):
       classifier = common.new_classifier(ctx)
     if stage_name == 'dtn_local_bn':
       # The control: per-replica batch statistics, to show the comparison notices them.
-      for layer in classifier._flatten_layers(include_self=False):  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      for layer in classifier._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
           layer.synchronized = False
     return common.supervised_stage(ctx, 'source', ctx.pair.source, classifier), {}

@@ -219,7 +219,8 @@ def test_bf16_step_gives_finite_float32_losses_and_restores_policy(stage_name):
     outputs = stage.replica_step(batch)  # eagerly: the compiled path is the subprocess tests'
   for model in stage.models.values():
     assert all(v.dtype == tf.float32 for v in model.trainable_variables)  # float32 masters
-    assert any(l.compute_dtype == 'bfloat16' for l in model._flatten_layers())  # pylint: disable=protected-access
+    layers = model._flatten_layers()  # pylint: disable=protected-access
+    assert any(l.compute_dtype == 'bfloat16' for l in layers)
   for name, value in outputs.items():
     assert value.dtype == tf.float32, name
     assert math.isfinite(float(value)), name

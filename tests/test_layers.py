@@ -176,7 +176,8 @@ def test_two_replicas_apply_the_one_replica_masks():
 
 def _random_ops(layer, spec):
   graph = tf.function(lambda v: layer(v, training=True)).get_concrete_function(spec).graph
-  return {op.type: op for op in graph.get_operations() if op.type.startswith('StatelessRandomUniform')}
+  return {op.type: op for op in graph.get_operations()
+          if op.type.startswith('StatelessRandomUniform')}
 
 
 def test_rates_in_256ths_draw_one_random_word_per_four_units():

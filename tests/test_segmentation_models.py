@@ -113,7 +113,8 @@ def test_outputs_are_float32_under_mixed_bfloat16():
       outputs = outputs if isinstance(outputs, tuple) else (outputs,)
       assert all(o.dtype == tf.float32 for o in outputs), name
       assert all(np.isfinite(o.numpy()).all() for o in outputs), name
-      assert any(l.compute_dtype == 'bfloat16' for l in net._flatten_layers()), name  # pylint: disable=protected-access
+      layers = net._flatten_layers()  # pylint: disable=protected-access
+      assert any(l.compute_dtype == 'bfloat16' for l in layers), name
   finally:
     keras.mixed_precision.set_global_policy(previous)
 

@@ -2,8 +2,8 @@
 
 `train.main` runs the two segmentation-specific steps, source and feature (as feature only,
 from f_S: `task` is the source step on other data, and the pixel step is the digits' on other
-crops, tested on two replicas in tests/test_replica_stages.py) on the offline scene pair (48 train scenes
-per domain, `conftest.scenes_data_dir`) across epoch boundaries and, with one epoch per
+crops, tested on two replicas in tests/test_replica_stages.py) on the offline scene pair (48 train
+scenes per domain, `conftest.scenes_data_dir`) across epoch boundaries and, with one epoch per
 iterator, across iterator groups; every metrics.json must have exactly the configured steps.
 """
 

@@ -66,7 +66,8 @@ def test_pixel_losses_fall_and_grid_is_written(pipeline_dir):
   assert cycle[-1] < cycle[0]
   assert semantic[-1] < semantic[0]
   metrics = pipeline_dir.read_metrics('pixel')
-  assert {'fs_translated_target_accuracy', 'fs_translated_source_accuracy', 'fs_target_accuracy'} <= set(metrics)
+  assert {'fs_translated_target_accuracy', 'fs_translated_source_accuracy',
+          'fs_target_accuracy'} <= set(metrics)
   assert set(metrics['final_train_metrics']) == {
       'loss/gan_st', 'loss/gan_ts', 'loss/cycle', 'loss/semantic', 'loss/generator_total',
       'loss/d_t', 'loss/d_s'}

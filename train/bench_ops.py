@@ -86,7 +86,8 @@ def comparisons(shape, dtype):
   return [
       ('reflection pad 1', {'tf.pad REFLECT (MirrorPad)': _mirror_pad,
                             'ops.reflect_pad_2d': lambda x: ops.reflect_pad_2d(x, 1)}),
-      ('dropout 0.5', {'float32 uniforms (Keras)': _keras_dropout_mask(keras.random.SeedGenerator(1)),
+      ('dropout 0.5', {'float32 uniforms (Keras)':
+                           _keras_dropout_mask(keras.random.SeedGenerator(1)),
                        'layers.global_batch_dropout (bytes)':
                            _byte_dropout_mask(keras.random.SeedGenerator(1))}),
       ('instance norm', {'keras GroupNormalization(groups=-1)':

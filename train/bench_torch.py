@@ -107,7 +107,7 @@ def torch_networks():
   from torch.nn import functional as F  # pylint: disable=g-import-not-at-top
 
   class LeNet(nn.Module):
-    """conv 20@5 → pool → ReLU → conv 50@5 → Dropout2d .5 → pool → ReLU → fc 500 → ReLU → .5 → fc."""
+    """conv 20@5, pool, ReLU, conv 50@5, Dropout2d .5, pool, ReLU, fc 500, ReLU, .5, fc."""
 
     def __init__(self, in_channels, num_classes):
       super().__init__()
@@ -233,7 +233,7 @@ def torch_networks():
     return [TFSamePad(kernel, stride), nn.Conv2d(cin, cout, kernel, stride=stride, bias=bias)]
 
   class ScoreMapDiscriminator(nn.Module):
-    """Conv → [IN] → LeakyReLU 0.2 stages from (filters, stride, normalise), then a 1-channel conv."""
+    """Conv, [IN], LeakyReLU 0.2 stages from (filters, stride, normalise); a 1-channel conv."""
 
     def __init__(self, channels, specs, kernel, padding, affine):
       super().__init__()
@@ -522,7 +522,7 @@ class TorchPreparedStep:
 
 
 def tf_param_counts(ctx, stage_name, batch_size):
-  """Trainable parameters per network of a fresh build of the stage (as `prepare_step` builds it)."""
+  """Trainable parameters per network of a fresh build of a stage (as `prepare_step` builds)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from cycada_tf.stages import common  # pylint: disable=g-import-not-at-top
   stage = bench.build_stage(ctx, stage_name, 100 * batch_size)
@@ -607,7 +607,8 @@ def run():
   if stage_name == 'feature':
     config.feature.gate_threshold = -1.0  # gate open, as train.bench's default
   train_config = trainer.TrainConfig.from_config(config.train)
-  counts = bench._windows(FLAGS.steps, train_config.steps_per_call)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  counts = bench._windows(FLAGS.steps, train_config.steps_per_call)
   batch_size = int(config[stage_name].batch_size)
   kernel_path, kernel_scope = _optional_kernels(config, ctx.strategy)
 

@@ -9,8 +9,8 @@ directory is then an ordinary domain, `translated:DIR`, for every pipeline funct
 Layout: `DIR/<split>.tfrecord` and `DIR/info.json`; info.json is written last, atomically, so a
 directory without it is an interrupted translation and is redone. Segmentation translations
 (`task='segmentation'`) store each example's label map and both shapes, since whole images of a
-real pair differ in size; the labels stay at the resolution they came in. info.json also records what
-produced the images (`produced_by`, e.g. the generator's checkpoint), so a translation by a
+real pair differ in size; the labels stay at the resolution they came in. info.json also records
+what produced the images (`produced_by`, e.g. the generator's checkpoint), so a translation by a
 generator that has since been retrained is redone rather than reused.
 """
 

@@ -9,8 +9,9 @@ classifier head. The feature stage can therefore discriminate either the feature
 
 Layers are attributes (groups of them in tuples, never lists: Keras 3 wraps a list attribute in
 its own `TrackedList`, which `tf.train.Checkpoint` does not see, so the layers in it would silently
-be left out of checkpoints), so `tf.train.Checkpoint(classifier=net)` tracks every variable, and nothing
-here depends on the batch size, so a replica of a `MirroredStrategy` can run it on its share.
+be left out of checkpoints), so `tf.train.Checkpoint(classifier=net)` tracks every variable, and
+nothing here depends on the batch size, so a replica of a `MirroredStrategy` can run it on its
+share.
 
 Nothing depends on the replica count either. Dropout is `GlobalBatchDropout` /
 `GlobalBatchSpatialDropout2D`, whose masks are slices of one global-batch mask (see

@@ -95,7 +95,8 @@ def global_batch_dropout(inputs, rate, seed, noise_shape=None):
   return keras.ops.where(keep, scaled, keras.ops.zeros((), inputs.dtype))
 
 
-# Dropout rates that are whole multiples of 1 / BYTE_LEVELS are drawn as bytes (see module docstring).
+# Dropout rates that are whole multiples of 1 / BYTE_LEVELS are drawn as bytes (see the module
+# docstring).
 BYTE_LEVELS = 256
 
 
