@@ -4,8 +4,9 @@ Each pair's config file starts from `get_config()` here and changes only what di
 override such as `--config.source.epochs=5` means the same thing for every pair.
 
 The networks, losses, padding, initialisation, epoch lengths and the feature stage follow the
-authors' release. The source/task/pixel epochs, batch sizes and learning rates here are sized for
-the small offline pairs; the online pairs' files set the release's values. Every setting that
+authors' release. The source/task epochs, batch sizes and learning rates here are sized for the
+small offline pairs; the pixel stage's optimiser and batch are the release's and its epochs are
+set per pair; the online pairs' files set the release's values. Every setting that
 differs from the release or the paper is listed in `docs/deviations.md` with its override.
 """
 

@@ -7,7 +7,7 @@ The segmentation pipeline of `configs/segmentation.py` sized for a 2-core CPU: t
   the compute budget.
 - Images stay at their generated 64x128 (`resize_width=0`); training crops are 64x96 and
   the pixel stage's 64x64, the same fractions of the image as the release's crops of GTA5.
-- Adam at 1e-3 for the supervised stages, 12 epochs of batch 16 (750 steps): the release's
+- Adam at 1e-3 for the supervised stages, 12 epochs of batch 16 (744 steps): the release's
   SGD at 1e-3 (momentum 0.99) is sized for 100k steps; the length is the compute budget.
 - Pixel stage: 5 epochs (2 of them decaying) of batch 4, the budget again.
 - Feature stage: Adam at 1e-4 for f_T and D_feat, batch 8, the gate over the last 100 steps

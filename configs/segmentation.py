@@ -1,4 +1,4 @@
-"""Shared defaults for every segmentation experiment (SPEC §4, docs/method.md "Segmentation").
+"""Shared defaults for every segmentation experiment (docs/method.md §4).
 
 Each segmentation pair's config file starts from `get_config()` here and changes only what
 differs. The section and setting names are those of the digit configs (`configs/base.py`), so
@@ -35,8 +35,8 @@ def get_config():
       crop_size=(768, 768),
       # Images (and training labels) are first resized to this width, the height keeping the
       # aspect ratio, both rounded to a multiple of 8 (the networks' output stride); 0 keeps
-      # them as they are (SPEC §4: the task networks train on crops of full-size images; the
-      # pixel stage sets its own). Evaluation compares with the labels at full resolution.
+      # them as they are (docs/method.md §4: the task networks train on crops of full-size
+      # images; the pixel stage sets its own). Evaluation compares with the labels at full resolution.
       resize_width=0,
       flip=True,
       shuffle_buffer=1_000,
@@ -51,7 +51,7 @@ def get_config():
       backbone_weights='imagenet',
       width=1.0,                 # drn26's channel multiplier; 1.0 is the paper's network
       fcn_spatial_dropout=False,  # fcn8s' fc6/fc7 dropout: per element | per channel (release)
-      generator='resnet9',       # CycleGAN's ResNet-9 and 70x70 PatchGAN (SPEC §4)
+      generator='resnet9',       # CycleGAN's ResNet-9 and 70x70 PatchGAN (docs/method.md §4)
       generator_dropout=0.0,
       generator_filters=64,
       discriminator_filters=64,
@@ -64,14 +64,15 @@ def get_config():
   config.train.update(log_every_steps=20, checkpoint_every_steps=500, steps_per_call=1,
                       monitor_every_epochs=1)
   # The release's train_fcn.py: SGD, momentum 0.99, weight decay 5e-4, batch 2 of 768 crops.
-  # DRN-26: 115k iterations (FCN8s: 100k, set in the pair files when it is chosen).
+  # DRN-26: 115k iterations (FCN8s: 100k; synthia_fall_winter sets it, gta5_cityscapes's
+  # docstring says how to).
   config.source = ml_collections.ConfigDict(_sgd_section(
       epochs=1_000, batch_size=2, learning_rate=1e-3, momentum=0.99, weight_decay=5e-4,
       iterations=115_000))
   config.target_only = ml_collections.ConfigDict(_sgd_section(
       epochs=1_000, batch_size=2, learning_rate=1e-3, momentum=0.99, weight_decay=5e-4,
       iterations=115_000))
-  # CycleGAN for segmentation (SPEC §4): 400x400 crops of width-1024 images, batch 1, 20
+  # CycleGAN for segmentation (docs/method.md §4): 400x400 crops of width-1024 images, batch 1, 20
   # epochs (10 constant + 10 linear decay), no semantic loss (the paper's choice for memory).
   # `task` translates whole source images at this scale and resizes G_ST's output back.
   config.pixel.update(

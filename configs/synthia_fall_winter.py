@@ -1,7 +1,8 @@
-"""SYNTHIA-SEQS fall → winter (SPEC §4, paper Table 3): 13 classes, FCN8s as in the paper.
+"""SYNTHIA-SEQS fall → winter (docs/method.md §4, paper Table 3): 13 classes, FCN8s as in the paper.
 
-Front-view frames at their native 760x1280, resized to width 1024 like GTA5; the paper's table
-reports FCN8s, with ImageNet VGG16 weights.
+Front-view frames at their native 760x1280: the task networks train on crops of the full-size
+frames and the pixel stage resizes them to width 1024, as for GTA5; the paper's table reports
+FCN8s, with ImageNet VGG16 weights, and FCN8s's 100k iterations are set here.
 """
 
 from configs import segmentation

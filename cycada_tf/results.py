@@ -31,7 +31,7 @@ PAPER_TABLE = {
                    'pixel only': (70.3, 0.2), 'pixel+feat': (90.4, 0.4),
                    'target only': (99.2, 0.1)},
 }
-# SPEC §5 (paper Tables 4 and 3), mIoU %, one number each (no s.e. published); GTA5 →
+# docs/method.md §5 (paper Tables 4 and 3), mIoU %, one number each (no s.e. published); GTA5 →
 # Cityscapes with DRN-26, the default network of `configs/gta5_cityscapes.py`.
 PAPER_SEGMENTATION_TABLE = {
     'gta5_cityscapes': {'source only': 21.7, 'pixel+feat': 39.5, 'target only': 67.4},

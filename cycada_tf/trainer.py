@@ -93,8 +93,9 @@ class TrainConfig:
   steps_per_call: int = 10
   jit_compile: bool = False
   max_checkpoints_to_keep: int = 2
-  # Epochs read through one distributed iterator (see EPOCHS_PER_ITERATOR); tests set it low so
-  # that a short run crosses iterator groups.
+  # Epochs read through one distributed iterator. Creating and destroying an iterator has a
+  # fixed cost that dominated stages with short epochs (a UCI epoch is 11 steps; timings in
+  # docs/performance.md); tests set it low so that a short run crosses iterator groups.
   epochs_per_iterator: int = 10
 
   @classmethod
@@ -273,12 +274,6 @@ def replicas_per_pipeline(input_context):
   batches to the worker's replicas, so with N local replicas a global step reads N batches.
   """
   return max(1, input_context.num_replicas_in_sync // input_context.num_input_pipelines)
-
-
-# Epochs read through one distributed iterator. Creating and destroying an iterator has a fixed
-# cost that dominated stages with short epochs (a UCI epoch is 11 steps); the timings are in
-# docs/performance.md.
-EPOCHS_PER_ITERATOR = 10
 
 
 def epoch_iterator(stage, strategy, epoch, offset=0, num_epochs=1):

@@ -247,7 +247,7 @@ def test_bf16_networks_return_float32():
 
 def test_input_mode_reads_the_real_pipeline_through_epochs_and_iterators(offline_data_dir):
   # 2 batches per epoch; warm-up and timing read 35 (calls of 10, 10, 10 and 5), i.e. into a
-  # second group of trainer.EPOCHS_PER_ITERATOR (10) epochs, which needs a new iterator, as in
+  # second group of `train.epochs_per_iterator` (10) epochs, which needs a new iterator, as in
   # `fit`.
   result = run_bench('--stage=source', '--mode=input', f'--data_dir={offline_data_dir}',
                      '--config.source.batch_size=512', '--steps=25')

@@ -17,7 +17,7 @@ from cycada_tf.data.builders.gta5 import gta5_dataset_builder as gta5_builder
 from cycada_tf.data.builders.synthia import synthia_dataset_builder as synthia_builder
 from cycada_tf.errors import UserError
 
-# SPEC §4, written out independently of the module under test.
+# docs/method.md §4, written out independently of the module under test.
 SPEC_CITYSCAPES = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
                    24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 # SYNTHIA-SEQS README ids of the paper's 13 classes, in the paper's column order.

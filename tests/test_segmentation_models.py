@@ -1,5 +1,6 @@
-"""Segmentation task nets and D_feat (SPEC §4): sizes at any input, float32 outputs, backbone
-weights (offline ImageNet, local files), parameter counts, the registry, tracing, checkpoints."""
+"""Segmentation task nets and D_feat (docs/method.md §4): sizes at any input, float32 outputs,
+backbone weights (offline ImageNet, local files), parameter counts, the registry, tracing,
+checkpoints."""
 
 import math
 import textwrap

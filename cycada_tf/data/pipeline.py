@@ -10,7 +10,7 @@ labels with nearest-neighbour so no class is ever interpolated. Training batches
 are random crops of `image_shape`'s height and width with a random horizontal flip, applied
 identically to image and label and drawn from stateless seeds of (epoch seed, example index):
 the crops do not depend on threading, replica count or resumes. Evaluation batches are whole
-resized images with their labels at full resolution (the metrics' resolution, SPEC §4).
+resized images with their labels at full resolution (the metrics' resolution, docs/method.md §4).
 """
 
 import numpy as np

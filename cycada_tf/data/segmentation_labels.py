@@ -6,7 +6,7 @@ not evaluate. The same table serves the builders (numpy, at build time) and the 
 (`map_labels`, a TF gather, at load time), so the two can never disagree.
 
 - Cityscapes (and GTA5, whose labels use the Cityscapes labelIds): the 19 evaluated classes of
-  the Cityscapes benchmark, SPEC §4's labelId → trainId list; everything else is void.
+  the Cityscapes benchmark, docs/method.md §4's labelId → trainId list; everything else is void.
 - SYNTHIA-SEQS: the 13 classes the CyCADA paper reports for fall → winter (its table's column
   order, which is also SYNTHIA's id order): SYNTHIA ids 1..12 → 0..11 and 15 (traffic light) →
   12; 0 (void), 13 and 14 (reserved) → void.
@@ -23,7 +23,7 @@ CITYSCAPES_CLASSES = (
     'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train',
     'motorcycle', 'bicycle')
 
-# Cityscapes labelId → trainId (SPEC §4); ids not listed are ignored.
+# Cityscapes labelId → trainId (docs/method.md §4); ids not listed are ignored.
 CITYSCAPES_LABEL_TO_TRAIN = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
     26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,

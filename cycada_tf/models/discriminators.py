@@ -74,7 +74,7 @@ class FeatureDiscriminator(keras.Model):
 
 
 class ScoreMapFeatureDiscriminator(keras.Model):
-  """The segmentation D_feat (SPEC §4; the release's `fcn8s.Discriminator`) on score maps.
+  """The segmentation D_feat (docs/method.md §4; the release's `fcn8s.Discriminator`) on score maps.
 
   1×1 convs num_classes → 512 → 256 → 2 with ReLU and dropout 0.5 after each hidden one: raw
   logits [B, h, w, 2] float32, one source / target decision per position (output 1 is "source",

@@ -1,4 +1,4 @@
-"""Segmentation task nets f_S / f_T (SPEC §4, docs/method.md §4): VGG16-FCN8s and DRN-C-26.
+"""Segmentation task nets f_S / f_T (docs/method.md §4): VGG16-FCN8s and DRN-C-26.
 
 Both have the digit nets' interface (`cycada_tf.models.classifiers`): `net(images, training=...)`
 returns `(logits, features)`, both float32 whatever the dtype policy. `logits` are per-pixel class

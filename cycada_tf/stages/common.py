@@ -145,7 +145,8 @@ def crop_shape(config, section=None):
 
 def resize_width(config, section=None):
   """The width segmentation images are resized to for a stage: the section's `resize_width` if
-  it has one (the pixel stage's 1024, SPEC §4), else `data.resize_width` (0: full size)."""
+  it has one (the pixel stage's 1024, docs/method.md §4), else `data.resize_width` (0: full
+  size)."""
   if section is not None and section.get('resize_width') is not None:
     return int(section.resize_width)
   return int(config.data.get('resize_width', 0))
@@ -410,7 +411,7 @@ def test_metrics(ctx, classifier):
   """The numbers every task-network stage reports on the source and target test splits.
 
   Classification: `source_test_accuracy`, `target_test_accuracy`. Segmentation, from one
-  confusion matrix per split (SPEC §4): `source_test_miou`, `target_test_miou`,
+  confusion matrix per split (docs/method.md §4): `source_test_miou`, `target_test_miou`,
   `target_test_fwiou`, `target_test_pixel_accuracy` and `per_class_iou` (target, by class name).
   """
   if ctx.is_chief:

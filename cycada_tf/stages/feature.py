@@ -130,7 +130,8 @@ def build_stage(ctx, f_t, source_encoder, discriminator, source_spec, stage_name
   # gate would open for that reason): `train`, the release's `net.train()`, runs dropout (and
   # batch statistics) in the source encoder and f_T alike; `inference` in neither.
   training = section.encoder_mode == 'train'
-  # f_T's adversarial loss relative to D_feat's: 1 for digits, 0.1 for segmentation (SPEC §4).
+  # f_T's adversarial loss relative to D_feat's: 1 for digits, 0.1 for segmentation
+  # (docs/method.md §4).
   adversarial_weight = float(section.get('adversarial_weight', 1.0))
   # Eq. 6's L_task(f_T, G_ST(X_S), Y_S) beside the adversarial loss; 0 (the release) skips it.
   # In `train` mode the source batch also moves f_T's batch-norm statistics (DTN, DRN-26).
