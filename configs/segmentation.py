@@ -36,7 +36,8 @@ def get_config():
       # Images (and training labels) are first resized to this width, the height keeping the
       # aspect ratio, both rounded to a multiple of 8 (the networks' output stride); 0 keeps
       # them as they are (docs/method.md §4: the task networks train on crops of full-size
-      # images; the pixel stage sets its own). Evaluation compares with the labels at full resolution.
+      # images; the pixel stage sets its own). Evaluation compares with the labels at full
+      # resolution.
       resize_width=0,
       flip=True,
       shuffle_buffer=1_000,

@@ -1,4 +1,4 @@
-"""Procedural street scenes: an offline, deterministic segmentation pair (docs/method.md §4 in small).
+"""Procedural street scenes: an offline, deterministic segmentation pair (method.md §4 in small).
 
 Two TFDS datasets share one scene generator: `scenes_synthetic` (the source style: flat colours,
 sharp edges, no noise, like a game engine's render) and `scenes_real` (the target style: the same
