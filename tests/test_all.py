@@ -74,35 +74,61 @@ def _served(model_dir):
   return outputs
 
 
-def test_all_killed_anywhere_ends_as_the_uninterrupted_run(tmp_path, offline_data_dir):
-  straight_dir, killed_dir = tmp_path / 'straight', tmp_path / 'killed'
-  straight = _run(_command(straight_dir, offline_data_dir))
-  assert straight.returncode == 0, straight.stderr[-3000:]
+# Both runs are module fixtures and the checks small tests after them: pytest-xdist hands a
+# worker its next module once two of its tests are left, so a one-test module would fetch
+# another long one at start-up and run it after itself (tests/conftest.py's LONGEST_MODULES).
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory, offline_data_dir):
+  """A model_dir and the stdout of one uninterrupted `--stage=all` run into it."""
+  model_dir = tmp_path_factory.mktemp('straight')
+  result = _run(_command(model_dir, offline_data_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return model_dir, result.stdout
+
+
+@pytest.fixture(scope='module')
+def killed(tmp_path_factory, offline_data_dir):
+  """A model_dir that every fault in FAULTS killed a run in, then finished by a last run."""
+  model_dir = tmp_path_factory.mktemp('killed')
+  hits = 0
+  for seed, fault in enumerate(FAULTS):
+    result = _run(_command(model_dir, offline_data_dir), fault=fault, seed=seed)
+    assert result.returncode in (0, -9), (fault, result.stderr[-3000:])
+    hits += result.returncode == -9
+  final = _run(_command(model_dir, offline_data_dir))
+  assert final.returncode == 0, final.stderr[-3000:]
+  assert hits == len(FAULTS), f'only {hits} of {len(FAULTS)} faults hit a running pipeline'
+  return model_dir
+
+
+def test_all_prints_every_row_and_phase(straight):
+  _, stdout = straight
   # The final table has every row the run produced.
   for row in ('| source only |', '| pixel only |', '| pixel+feat |', '| target only |'):
-    assert row in straight.stdout
+    assert row in stdout
   # Every long phase says what it is doing.
   for phase in ('[main] checking the data', '[source] starting: building the models',
                 '[source] tracing and compiling the training step', '[eval] accuracy on',
                 '[task] translating'):
-    assert phase in straight.stdout, phase
+    assert phase in stdout, phase
 
-  killed = 0
-  for seed, fault in enumerate(FAULTS):
-    result = _run(_command(killed_dir, offline_data_dir), fault=fault, seed=seed)
-    assert result.returncode in (0, -9), (fault, result.stderr[-3000:])
-    killed += result.returncode == -9
-  final = _run(_command(killed_dir, offline_data_dir))
-  assert final.returncode == 0, final.stderr[-3000:]
-  assert killed == len(FAULTS), f'only {killed} of {len(FAULTS)} faults hit a running pipeline'
 
-  assert _metrics(killed_dir) == _metrics(straight_dir)
+def test_all_killed_anywhere_ends_with_the_uninterrupted_runs_metrics(straight, killed):
+  straight_dir, _ = straight
+  assert _metrics(killed) == _metrics(straight_dir)
+
+
+def test_all_killed_anywhere_exports_the_uninterrupted_runs_models(straight, killed):
+  straight_dir, _ = straight
   assert (straight_dir / 'export' / '1' / 'saved_model.pb').exists()
-  served, expected = _served(killed_dir), _served(straight_dir)
+  served, expected = _served(killed), _served(straight_dir)
   assert sorted(served) == sorted(expected) == ['export/1', 'export_translator/1']
   for version, outputs in expected.items():
     for name, value in outputs.items():
       np.testing.assert_array_equal(served[version][name], value, err_msg=f'{version} {name}')
-  leftovers = [os.path.join(root, name) for root, dirs, _ in os.walk(killed_dir)
+
+
+def test_all_killed_anywhere_leaves_no_temporary_files(killed):
+  leftovers = [os.path.join(root, name) for root, dirs, _ in os.walk(killed)
                for name in dirs if name.endswith('_temp') or name.startswith('.tmp')]
   assert not leftovers, leftovers

@@ -113,9 +113,9 @@ def _event_pids(event_dir):
   return {int(re.search(r'\.(\d+)\.\d+\.v2$', name).group(1)) for name in names}
 
 
-def _worker_checkpoint_dir(chief_checkpoints, worker_tmp_dir, monkeypatch):
+def _worker_checkpoint_dir(chief_checkpoints, worker_tmp_dir):
   """Where worker 1 (TMPDIR=`worker_tmp_dir`) saved in place of `chief_checkpoints`."""
-  with monkeypatch.context() as patch:
+  with pytest.MonkeyPatch.context() as patch:
     patch.setattr(tempfile, 'tempdir', str(worker_tmp_dir))  # that worker's TMPDIR
     path = distribute.non_chief_dir(str(chief_checkpoints), 'worker', 1)
   assert path.startswith(str(worker_tmp_dir))
@@ -137,7 +137,7 @@ def _assert_same_checkpoint(chief_final, worker_final, prefix='model_classifier/
     np.testing.assert_array_equal(worker_vars[name], value, err_msg=f'{chief_final}: {name}')
 
 
-def test_two_workers_resume_after_preemption_and_agree(tmp_path, offline_data_dir, monkeypatch):
+def test_two_workers_resume_after_preemption_and_agree(tmp_path, offline_data_dir):
   model_dir = tmp_path / 'model'
   tmp_dirs = _tmp_dirs(tmp_path)
   ports = _free_ports(2)
@@ -184,7 +184,7 @@ def test_two_workers_resume_after_preemption_and_agree(tmp_path, offline_data_di
   assert _created_by_non_chief(model_dir) == []
 
   # 4. The other worker saved to its private temp dir, and its weights are the chief's.
-  worker_checkpoints = _worker_checkpoint_dir(chief_checkpoints, tmp_dirs[1], monkeypatch)
+  worker_checkpoints = _worker_checkpoint_dir(chief_checkpoints, tmp_dirs[1])
   chief_final = tf.train.latest_checkpoint(str(chief_checkpoints))
   worker_final = tf.train.latest_checkpoint(worker_checkpoints)
   assert chief_final.endswith(f'-{STEPS}') and worker_final.endswith(f'-{STEPS}')
@@ -213,21 +213,34 @@ def _worker_inputs(dataset_fn, steps):
   return inputs
 
 
-def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monkeypatch):
+AllRun = collections.namedtuple('AllRun', 'model_dir tmp_dirs chief_out worker_out chief_pid')
+
+
+@pytest.fixture(scope='module')
+def all_run(tmp_path_factory, offline_data_dir):
+  """Two workers' `--stage=all` to the end; the tests below check what each section promises.
+
+  One fixture and several tests (not one test): pytest-xdist gives a worker its next module once
+  two of its tests are left, so a module ending in one long test holds another long module
+  behind it (tests/conftest.py's LONGEST_MODULES)."""
+  tmp_path = tmp_path_factory.mktemp('all_run')
   model_dir = tmp_path / 'model'
   tmp_dirs = _tmp_dirs(tmp_path)
   processes = _start_workers(model_dir, offline_data_dir, _free_ports(2), tmp_dirs, ALL_FLAGS)
   outputs = [process.communicate(timeout=900)[0] for process in processes]
   for index, (process, output) in enumerate(zip(processes, outputs)):
     assert process.returncode == 0, f'worker {index}: {output[-3000:]}'
-  chief_out, worker_out = outputs
+  return AllRun(model_dir, tmp_dirs, outputs[0], outputs[1], processes[0].pid)
+
+
+def test_all_every_stage_ran_on_both_and_only_the_chief_reported(all_run):
+  chief_out, worker_out = all_run.chief_out, all_run.worker_out
   assert 'this one is the chief' in chief_out and 'this one is the worker' in worker_out
   # No worker left while the other still worked (the chief exports alone at the end).
-  for output in outputs:
+  for output in (chief_out, worker_out):
     assert 'stopped sending heartbeats' not in output and 'StartAbort' not in output
-
-  # 1. The chief ran every stage and printed the table; the other worker trained alongside it
-  #    and wrote nothing of its own.
+  # The chief ran every stage and printed the table; the other worker trained alongside it and
+  # wrote nothing of its own.
   for stage in TRAINED_STAGES + ('export',):
     assert chief_out.count(f'[{stage}] done:') == 1, chief_out[-3000:]
     assert f'[{stage}] done' not in worker_out
@@ -237,8 +250,11 @@ def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monke
     assert row in chief_out
   assert '[all]' not in worker_out
 
-  # 2. Everything in model_dir is the chief's: the expected files only, event files with the
-  #    chief's pid, nothing created with the other worker's umask, one export version.
+
+def test_all_model_dir_holds_the_chiefs_files_only(all_run):
+  model_dir, tmp_dirs = all_run.model_dir, all_run.tmp_dirs
+  # Everything in model_dir is the chief's: the expected files only, event files with the
+  # chief's pid, nothing created with the other worker's umask, one export version.
   assert sorted(os.listdir(model_dir)) == sorted(
       TRAINED_STAGES + ('config.json', 'export', 'export_translator'))
   extra = {'pixel': ['translations.png'], 'task': [os.path.basename(common.TRANSLATED_DIR)]}
@@ -246,14 +262,14 @@ def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monke
     stage_dir = model_dir / stage
     # Beside them, one event file with the stage's HParams, the chief's.
     hparams = [name for name in os.listdir(stage_dir) if name.startswith('events.out.tfevents')]
-    assert len(hparams) == 1 and _event_pids(stage_dir) == {processes[0].pid}, stage
+    assert len(hparams) == 1 and _event_pids(stage_dir) == {all_run.chief_pid}, stage
     assert sorted(set(os.listdir(stage_dir)) - set(hparams)) == sorted(
         ['checkpoints', 'metrics.json', 'train'] + extra.get(stage, [])), stage
     assert sorted(os.listdir(stage_dir / 'checkpoints')) == [
         'checkpoint', 'ckpt-10.data-00000-of-00001', 'ckpt-10.index',
         'ckpt-12.data-00000-of-00001', 'ckpt-12.index'], stage
     assert len(os.listdir(stage_dir / 'train')) == 1
-    assert _event_pids(stage_dir / 'train') == {processes[0].pid}
+    assert _event_pids(stage_dir / 'train') == {all_run.chief_pid}
     assert json.loads((stage_dir / 'metrics.json').read_text())['steps'] == ALL_STEPS
   feature_metrics = json.loads((model_dir / 'feature' / 'metrics.json').read_text())
   assert feature_metrics['f_t_updates'] > 0  # f_T was updated, so comparing it means something
@@ -274,8 +290,11 @@ def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monke
   assert not [name for _, _, names in os.walk(tmp_dirs[1]) for name in names
               if 'tfevents' in name]
 
-  # 3. The translated source set: made once by the chief, awaited and read by the other worker,
-  #    and holding each source example exactly once, in order, as G_ST renders it.
+
+def test_all_translated_set_made_once_and_read_by_the_other_worker(all_run, offline_data_dir):
+  model_dir, chief_out, worker_out = all_run.model_dir, all_run.chief_out, all_run.worker_out
+  # The translated source set: made once by the chief, awaited and read by the other worker,
+  # and holding each source example exactly once, in order, as G_ST renders it.
   translated_dir = model_dir / common.TRANSLATED_DIR
   assert chief_out.count('[task] translating') == 1 and '[task] translating' not in worker_out
   assert (f"[task] reading the chief worker's translated source set in {translated_dir}"
@@ -296,9 +315,13 @@ def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monke
     # uint8 rounding of float noise (another batch size) may move a pixel by one level.
     assert np.max(np.abs(images.astype(np.int32) - expected.astype(np.int32))) <= 1
 
-  # 4. Input sharding, as each worker's pipeline builds it (InputContext as MWMS passes it):
-  #    per-replica batches of 16, no example twice in an epoch; the feature stage's target side
-  #    covers the target train split exactly once per epoch across the two workers.
+
+def test_all_each_worker_reads_its_own_shard(all_run, offline_data_dir):
+  ctx = common.Context(config=_tiny_config(), pair=pairs.PAIRS['uci_mnist'],
+                       model_dir=str(all_run.model_dir), data_dir=offline_data_dir)
+  # Input sharding, as each worker's pipeline builds it (InputContext as MWMS passes it):
+  # per-replica batches of 16, no example twice in an epoch; the feature stage's target side
+  # covers the target train split exactly once per epoch across the two workers.
   spec = common.translated_source_spec(ctx)
   task = common.supervised_stage(ctx, 'task', spec, common.new_classifier(ctx))
   full = _examples(pipeline.domain_dataset(spec, 'train', ctx.image_shape, batch_size=500,
@@ -317,11 +340,14 @@ def test_two_workers_run_every_stage_and_agree(tmp_path, offline_data_dir, monke
   source_sides = [_examples([source for source, _ in shard]) for shard in shards]
   assert set(source_sides[0]) | set(source_sides[1]) == set(full)
 
-  # 5. Every trained stage ends with the same weights (and optimizer and stage state) on both
-  #    workers; the other worker's copy is in its private temp dir.
+
+def test_all_workers_end_every_stage_with_the_same_state(all_run):
+  model_dir, tmp_dirs = all_run.model_dir, all_run.tmp_dirs
+  # Every trained stage ends with the same weights (and optimizer and stage state) on both
+  # workers; the other worker's copy is in its private temp dir.
   for stage in TRAINED_STAGES:
     chief_checkpoints = model_dir / stage / 'checkpoints'
-    worker_checkpoints = _worker_checkpoint_dir(chief_checkpoints, tmp_dirs[1], monkeypatch)
+    worker_checkpoints = _worker_checkpoint_dir(chief_checkpoints, tmp_dirs[1])
     chief_final = tf.train.latest_checkpoint(str(chief_checkpoints))
     worker_final = tf.train.latest_checkpoint(worker_checkpoints)
     assert chief_final.endswith(f'-{ALL_STEPS}') and worker_final.endswith(f'-{ALL_STEPS}')

@@ -33,18 +33,40 @@ EXPECTED_STEPS = {'source': 12, 'feature': 12}
 OUTPUT_DIRS = {'feature': 'feature_only'}
 
 
-def test_every_segmentation_stage_runs_on_two_replicas(tmp_path, scenes_data_dir):
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, scenes_data_dir):
+  """Each stage's stdout and metrics.json, run in turn into one model_dir on two replicas.
+
+  One fixture and small tests after it (not one test): pytest-xdist gives a worker its next
+  module once two of its tests are left, and a one-test module would fetch another long one at
+  start-up and run it after itself (tests/conftest.py's LONGEST_MODULES)."""
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
-  model_dir = str(tmp_path / 'run')
-  for stage, steps in EXPECTED_STEPS.items():
+  model_dir = str(tmp_path_factory.mktemp('seg_replicas'))
+  found = {}
+  for stage in EXPECTED_STEPS:
     command = [sys.executable, '-m', 'train.main', f'--stage={stage}',
                '--dataset=scenes_synthetic_real', f'--model_dir={model_dir}',
                f'--data_dir={scenes_data_dir}', '--cpu_replicas=2'] + TINY
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert '2 replica(s)' in result.stdout
     with open(os.path.join(model_dir, OUTPUT_DIRS.get(stage, stage), 'metrics.json')) as f:
-      metrics = json.load(f)
-    assert metrics['steps'] == steps, stage
-    assert 0.0 <= metrics['target_test_miou'] <= 1.0
+      found[stage] = result.stdout, json.load(f)
+  return found
+
+
+def test_every_stage_ran_on_two_replicas(runs):
+  for stage, (stdout, _) in runs.items():
+    assert '2 replica(s)' in stdout, stage
+
+
+def test_source_runs_every_step_on_two_replicas(runs):
+  _, metrics = runs['source']
+  assert metrics['steps'] == EXPECTED_STEPS['source']
+  assert 0.0 <= metrics['target_test_miou'] <= 1.0
+
+
+def test_feature_runs_every_step_on_two_replicas(runs):
+  _, metrics = runs['feature']
+  assert metrics['steps'] == EXPECTED_STEPS['feature']
+  assert 0.0 <= metrics['target_test_miou'] <= 1.0
