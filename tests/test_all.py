@@ -74,9 +74,8 @@ def _served(model_dir):
   return outputs
 
 
-# Both runs are module fixtures and the checks small tests after them: pytest-xdist hands a
-# worker its next module once two of its tests are left, so a one-test module would fetch
-# another long one at start-up and run it after itself (tests/conftest.py's LONGEST_MODULES).
+# Both runs are module fixtures and the checks small tests after them, each reported on its
+# own (and see tests/conftest.py's LONGEST_MODULES on how xdist hands out long modules).
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory, offline_data_dir):
   """A model_dir and the stdout of one uninterrupted `--stage=all` run into it."""

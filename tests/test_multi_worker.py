@@ -220,9 +220,8 @@ AllRun = collections.namedtuple('AllRun', 'model_dir tmp_dirs chief_out worker_o
 def all_run(tmp_path_factory, offline_data_dir):
   """Two workers' `--stage=all` to the end; the tests below check what each section promises.
 
-  One fixture and several tests (not one test): pytest-xdist gives a worker its next module once
-  two of its tests are left, so a module ending in one long test holds another long module
-  behind it (tests/conftest.py's LONGEST_MODULES)."""
+  One fixture and a test per section, each reported on its own (and see tests/conftest.py's
+  LONGEST_MODULES on how xdist hands out long modules)."""
   tmp_path = tmp_path_factory.mktemp('all_run')
   model_dir = tmp_path / 'model'
   tmp_dirs = _tmp_dirs(tmp_path)

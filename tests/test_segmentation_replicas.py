@@ -37,9 +37,8 @@ OUTPUT_DIRS = {'feature': 'feature_only'}
 def runs(tmp_path_factory, scenes_data_dir):
   """Each stage's stdout and metrics.json, run in turn into one model_dir on two replicas.
 
-  One fixture and small tests after it (not one test): pytest-xdist gives a worker its next
-  module once two of its tests are left, and a one-test module would fetch another long one at
-  start-up and run it after itself (tests/conftest.py's LONGEST_MODULES)."""
+  One fixture and small tests after it, each reported on its own (and see tests/conftest.py's
+  LONGEST_MODULES on how xdist hands out long modules)."""
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
   model_dir = str(tmp_path_factory.mktemp('seg_replicas'))
   found = {}
