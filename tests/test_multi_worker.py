@@ -213,7 +213,8 @@ def _worker_inputs(dataset_fn, steps):
   return inputs
 
 
-AllRun = collections.namedtuple('AllRun', 'model_dir tmp_dirs chief_out worker_out chief_pid')
+# `ctx` is the Context the workers ran with, for the tests that rebuild their pipelines.
+AllRun = collections.namedtuple('AllRun', 'model_dir tmp_dirs chief_out worker_out chief_pid ctx')
 
 
 @pytest.fixture(scope='module')
@@ -229,7 +230,9 @@ def all_run(tmp_path_factory, offline_data_dir):
   outputs = [process.communicate(timeout=900)[0] for process in processes]
   for index, (process, output) in enumerate(zip(processes, outputs)):
     assert process.returncode == 0, f'worker {index}: {output[-3000:]}'
-  return AllRun(model_dir, tmp_dirs, outputs[0], outputs[1], processes[0].pid)
+  ctx = common.Context(config=_tiny_config(), pair=pairs.PAIRS['uci_mnist'],
+                       model_dir=str(model_dir), data_dir=offline_data_dir)
+  return AllRun(model_dir, tmp_dirs, outputs[0], outputs[1], processes[0].pid, ctx)
 
 
 def test_all_every_stage_ran_on_both_and_only_the_chief_reported(all_run):
@@ -299,8 +302,7 @@ def test_all_translated_set_made_once_and_read_by_the_other_worker(all_run, offl
   assert (f"[task] reading the chief worker's translated source set in {translated_dir}"
           in worker_out)
   assert sorted(os.listdir(translated_dir)) == ['info.json', 'test.tfrecord', 'train.tfrecord']
-  ctx = common.Context(config=_tiny_config(), pair=pairs.PAIRS['uci_mnist'],
-                       model_dir=str(model_dir), data_dir=offline_data_dir)
+  ctx = all_run.ctx
   g_st = common.load_translator(ctx, needed_by='the test')
   source_info = domains.domain_info('uci_digits', offline_data_dir)
   for split in ('train', 'test'):
@@ -316,8 +318,7 @@ def test_all_translated_set_made_once_and_read_by_the_other_worker(all_run, offl
 
 
 def test_all_each_worker_reads_its_own_shard(all_run, offline_data_dir):
-  ctx = common.Context(config=_tiny_config(), pair=pairs.PAIRS['uci_mnist'],
-                       model_dir=str(all_run.model_dir), data_dir=offline_data_dir)
+  ctx = all_run.ctx
   # Input sharding, as each worker's pipeline builds it (InputContext as MWMS passes it):
   # per-replica batches of 16, no example twice in an epoch; the feature stage's target side
   # covers the target train split exactly once per epoch across the two workers.

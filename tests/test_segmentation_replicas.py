@@ -59,13 +59,8 @@ def test_every_stage_ran_on_two_replicas(runs):
     assert '2 replica(s)' in stdout, stage
 
 
-def test_source_runs_every_step_on_two_replicas(runs):
-  _, metrics = runs['source']
-  assert metrics['steps'] == EXPECTED_STEPS['source']
-  assert 0.0 <= metrics['target_test_miou'] <= 1.0
-
-
-def test_feature_runs_every_step_on_two_replicas(runs):
-  _, metrics = runs['feature']
-  assert metrics['steps'] == EXPECTED_STEPS['feature']
+@pytest.mark.parametrize('stage', sorted(EXPECTED_STEPS))
+def test_stage_runs_every_step_on_two_replicas(runs, stage):
+  _, metrics = runs[stage]
+  assert metrics['steps'] == EXPECTED_STEPS[stage]
   assert 0.0 <= metrics['target_test_miou'] <= 1.0
