@@ -19,10 +19,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # pytest-xdist hands out whole files (`--dist loadfile`) in collection order
 # (`--no-loadscope-reorder`): starting the longest ones first keeps a worker from picking up a
 # four-minute file when the others are nearly done. Other modules keep their usual order.
-# A worker is given its next file as soon as two or fewer of its tests are left, so the long
-# modules run their heavy work in module fixtures followed by at least three small tests (one
-# per thing checked, each reported on its own); the suite is CPU-bound on two cores, so this
-# order matters for its tail only (docs/performance.md, "Test suite").
+# Some long modules run their heavy work in a module fixture followed by one small test per
+# thing checked, so each check is reported on its own. That is for the reports, not for time:
+# the suite is CPU-bound on two cores, the split measured no faster, and the order of modules
+# matters for its tail only (docs/performance.md, "Test suite").
 LONGEST_MODULES = (
     'test_replica_stages.py', 'test_all.py', 'test_segmentation_stages.py',
     'test_multi_worker.py', 'test_segmentation_replicas.py', 'test_bench.py',
