@@ -8,13 +8,10 @@ def get_config():
   config.data.update(image_size=32, channels=3)
   config.model.update(classifier='dtn', generator='resnet9', generator_dropout=0.5,
                       image_discriminator='patchgan')
-  config.source.update(epochs=100, learning_rate=1e-4)
-  config.target_only.update(epochs=100, learning_rate=1e-4)
   # Release: 75 epochs of a 100 + 100 linear-decay schedule; weights 2·GAN(S→T) + 1·GAN(T→S)
   # + 1·cycle (base's); the semantic loss through the release's online classifier, with the
   # true source labels on the S→T side.
   config.pixel.update(epochs=75, decay_epochs=0, semantic_labels='true',
                       semantic_classifier='online')
-  config.task.update(epochs=100, learning_rate=1e-4)
   config.feature.update(epochs=200)
   return config
