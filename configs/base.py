@@ -4,10 +4,11 @@ Each pair's config file starts from `get_config()` here and changes only what di
 override such as `--config.source.epochs=5` means the same thing for every pair.
 
 The networks, losses, padding, initialisation, epoch lengths and the feature stage follow the
-authors' release, and so do the supervised stages' optimiser and length (Adam 1e-4, 100 epochs of
-batch 128: a minute on the offline pairs, so no compute reason to differ); the pixel stage's
-optimiser and batch are the release's and its epochs are set per pair. Every setting that
-differs from the release or the paper is listed in `docs/deviations.md` with its override.
+authors' release, and so do the supervised stages' optimiser and length (Adam 1e-4, 100 epochs
+of batch 128: under two minutes a seed on the offline pairs, so no compute reason to differ);
+the pixel stage's optimiser and batch are the release's and its epochs are set per pair. Every
+setting that differs from the release or the paper is listed in `docs/deviations.md` with its
+override.
 """
 
 import ml_collections
